@@ -1,0 +1,6 @@
+"""zcasync: a durable, transactional job queue built on ZODB.
+
+The Python 3 successor of zc.async.  See README.md and docs/.
+"""
+from zcasync import threadlocal as local  # noqa: F401
+from zcasync.utils import Failure  # noqa: F401

@@ -1,0 +1,190 @@
+"""Agents: the persistent "hands" of a dispatcher in a queue.
+
+An agent lives in a ``DispatcherAgents`` (``queue.dispatchers[uuid]``).
+At each poll the dispatcher asks each of its agents for jobs
+(``claimJob``) until the agent holds ``size`` jobs; the agent claims from
+its queue with its ``filter`` (or lets its ``chooser`` pick), holds the
+jobs while they run, and, when one completes, moves it to ``completed``:
+a collection of recently completed jobs kept for about a week.
+
+Held jobs live in an OOBTree keyed by claim order, so that a claim (in the
+dispatcher's poll) and a completion (in a worker thread) that commit at
+once are resolved instead of conflicting.
+"""
+import datetime
+
+import BTrees.Length
+import BTrees.OOBTree
+import persistent
+import zope.interface
+
+from zcasync import interfaces
+from zcasync import utils
+
+#: How long completed jobs are kept in ``agent.completed``.
+COMPLETED_KEEP = datetime.timedelta(days=7)
+_PRUNE_BATCH = 20
+
+
+def _token(job):
+    return job._p_oid or b'~%x' % id(job)
+
+
+class CompletedJobs(persistent.Persistent):
+    """Recently completed jobs, newest first."""
+
+    def __init__(self):
+        self._data = BTrees.OOBTree.OOBTree()
+        self._length = BTrees.Length.Length(0)
+
+    def add(self, job):
+        stamp = job.active_end or utils.now()
+        self._data[(-utils.toMicros(stamp), _token(job))] = job
+        self._length.change(1)
+        self._prune()
+
+    def _prune(self):
+        cutoff = -utils.toMicros(utils.now() - COMPLETED_KEEP)
+        old = list(self._data.keys(min=(cutoff, b''), excludemin=True))
+        for key in old[-_PRUNE_BATCH:]:
+            del self._data[key]
+            self._length.change(-1)
+
+    def __len__(self):
+        return self._length()
+
+    def __iter__(self):
+        return iter(self._data.values())
+
+    def __bool__(self):
+        return self._length() > 0
+
+    def iter(self, start=None, stop=None):
+        """Completed jobs newest first, with ``start <= completion <=
+        stop`` (aware datetimes; None means open-ended)."""
+        low = high = None
+        if stop is not None:
+            low = (-utils.toMicros(utils.checkAware(stop, 'stop')),)
+        if start is not None:
+            high = (-utils.toMicros(utils.checkAware(start, 'start')) + 1,)
+        return iter(self._data.values(min=low, max=high, excludemax=True))
+
+    def first(self):
+        """The newest completed job (None when empty)."""
+        if not self._data:
+            return None
+        return self._data[self._data.minKey()]
+
+    def last(self):
+        """The oldest completed job (None when empty)."""
+        if not self._data:
+            return None
+        return self._data[self._data.maxKey()]
+
+
+@zope.interface.implementer(interfaces.IAgent)
+class Agent(persistent.Persistent):
+    """``Agent(chooser=None, filter=None, size=3)``.
+
+    - ``filter(job)``: True for the jobs this agent may take (None: any);
+    - ``chooser(agent)``: claims and returns a job itself (e.g. with
+      ``agent.queue.claim(...)``), or None;
+    - ``size``: how many jobs it runs at once.
+    """
+
+    name = None
+    parent = None
+
+    def __init__(self, chooser=None, filter=None, size=3):
+        if chooser is not None and filter is not None:
+            raise ValueError(
+                'give an agent a chooser or a filter, not both: a chooser '
+                'picks jobs itself and would ignore the filter')
+        self.chooser = chooser
+        self.filter = filter
+        self.size = size
+        self._jobs = BTrees.OOBTree.OOBTree()
+        self.completed = CompletedJobs()
+
+    @property
+    def size(self):
+        return self._size
+
+    @size.setter
+    def size(self, value):
+        if not isinstance(value, int) or isinstance(value, bool) or \
+                value < 0:
+            raise ValueError('an agent size is an integer >= 0, not %r'
+                             % (value,))
+        self._size = value
+
+    @property
+    def queue(self):
+        ob = self.parent
+        while ob is not None and not interfaces.IQueue.providedBy(ob):
+            ob = getattr(ob, 'parent', None)
+        return ob
+
+    # -- held jobs -------------------------------------------------------
+
+    def __len__(self):
+        return len(self._jobs)
+
+    def __iter__(self):
+        return iter(self._jobs.values())
+
+    def __contains__(self, job):
+        return self._key(job) is not None
+
+    def _key(self, job):
+        for key, held in self._jobs.items():
+            if held is job:
+                return key
+        return None
+
+    def index(self, job):
+        for i, held in enumerate(self._jobs.values()):
+            if held is job:
+                return i
+        raise ValueError('%r is not held by agent %r' % (job, self.name))
+
+    def _add(self, job):
+        stamp = utils.toMicros(utils.now())
+        self._jobs[(stamp, _token(job))] = job
+        job.parent = self
+
+    def _release(self, job):
+        """Stop holding `job` (it keeps this agent as its parent)."""
+        key = self._key(job)
+        if key is not None:
+            del self._jobs[key]
+        return key is not None
+
+    def remove(self, job):
+        if not self._release(job):
+            raise LookupError('%r is not held by agent %r' % (job, self.name))
+        job.parent = None
+        return job
+
+    def claimJob(self):
+        """A newly claimed job, or None when full or nothing fits."""
+        if len(self._jobs) >= self._size:
+            return None
+        if self.chooser is not None:
+            job = self.chooser(self)
+        else:
+            queue = self.queue
+            if queue is None:
+                raise ValueError('agent %r belongs to no queue' % self.name)
+            job = queue.claim(self.filter)
+        if job is not None:
+            self._add(job)
+        return job
+
+    def jobCompleted(self, job):
+        self._release(job)
+        self.completed.add(job)
+
+    def __repr__(self):
+        return '<zcasync.agent.Agent %r (%d/%d)>' % (
+            self.name, len(self._jobs), self._size)

@@ -1,0 +1,617 @@
+"""The dispatcher: the engine of one process.
+
+Driven by a reactor (Twisted's, or anything with the five ``IReactor``
+methods), a dispatcher polls the database from the reactor's thread: for
+each queue it registers and activates itself, pings, and asks each of its
+agents for jobs, which it hands to that agent's worker threads.  Each
+worker thread holds one database connection for its life and runs jobs
+(``job()``), recording the outcome in a short in-memory history that
+operators query (``getJobInfo``, ``getStatistics``, ``getStatusInfo``).
+
+Polls happen every ``poll_interval`` seconds, and also as soon as a
+committed transaction touches one of the dispatcher's queues or agents
+(see ``notify``), so a job put in a queue starts within milliseconds.
+"""
+import collections
+import datetime
+import logging
+import queue as queuemodule
+import threading
+
+import transaction
+import transaction.interfaces
+
+from zcasync import instanceuuid
+from zcasync import interfaces
+from zcasync import threadlocal
+from zcasync import utils
+
+#: How many polls and job records the in-memory history keeps.
+POLL_HISTORY = 400
+JOB_HISTORY = 1000
+RESULT_LIMIT = 10000
+
+_MAX_MICROS = utils.toMicros(
+    datetime.datetime(9999, 12, 31, tzinfo=utils.UTC))
+
+STOPPED = 'STOPPED'
+STARTING = 'STARTING'
+RUNNING = 'RUNNING'
+STUCK = 'STUCK'
+
+
+def pollKey(micros, sequence=0):
+    """Newer polls have smaller keys; 16 key units per microsecond."""
+    return ((_MAX_MICROS - micros) << 4) | sequence
+
+
+class Poll(dict):
+    """One poll: {queue name: None or {agent name: {...}}}."""
+
+    key = None
+    utc_timestamp = None
+
+
+class PollHistory:
+    """The latest polls, newest first."""
+
+    def __init__(self, size=POLL_HISTORY):
+        self._polls = collections.deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def add(self, poll):
+        with self._lock:
+            self._polls.appendleft(poll)
+
+    def first(self):
+        with self._lock:
+            return self._polls[0] if self._polls else None
+
+    def __iter__(self):
+        with self._lock:
+            return iter(list(self._polls))
+
+    def __len__(self):
+        return len(self._polls)
+
+
+class AgentThreadPool:
+    """The worker threads of one agent; one database connection each."""
+
+    def __init__(self, dispatcher, queue_name, agent_name):
+        self.dispatcher = dispatcher
+        self.queue_name = queue_name
+        self.agent_name = agent_name
+        self.size = 0
+        self._queue = queuemodule.Queue()
+        self._threads = set()
+        self._lock = threading.Lock()
+        self.running = {}  # thread ident -> job id
+
+    def setSize(self, size):
+        with self._lock:
+            difference = size - self.size
+            if not difference:
+                return
+            self.dispatcher._growPool(difference)
+            self.size = size
+            if difference > 0:
+                for i in range(difference):
+                    self._startThread()
+            else:
+                for i in range(-difference):
+                    self._queue.put(None)
+
+    def _startThread(self):
+        thread = threading.Thread(
+            target=self._run, daemon=True,
+            name='zcasync %s/%s' % (self.queue_name or "''", self.agent_name))
+        self._threads.add(thread)
+        thread.start()
+
+    def perform(self, job_id, poll_key):
+        self._queue.put((job_id, poll_key))
+
+    def close(self):
+        self.setSize(0)
+
+    def activeJobIds(self):
+        return list(self.running.values())
+
+    def _run(self):
+        tm = transaction.TransactionManager()
+        conn = self.dispatcher.db.open(transaction_manager=tm)
+        threadlocal.setDispatcherContext(self.dispatcher, self.agent_name)
+        clean_exit = False
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    clean_exit = True
+                    return
+                job_id, poll_key = item
+                self.running[threading.get_ident()] = job_id
+                try:
+                    self.dispatcher._perform(conn, tm, job_id, poll_key,
+                                             self)
+                finally:
+                    self.running.pop(threading.get_ident(), None)
+        except BaseException:
+            utils.safeLog(utils.log, logging.CRITICAL,
+                          'worker thread of agent %r died; replacing it:\n%s',
+                          self.agent_name, utils.formatException())
+        finally:
+            threadlocal.setDispatcherContext()
+            try:
+                tm.abort()
+                conn.close()
+            except Exception:
+                pass
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+                if not clean_exit and self.size > len(self._threads):
+                    self._startThread()
+
+
+class Dispatcher:
+    """``Dispatcher(db, reactor, poll_interval=5, uuid=None)``."""
+
+    def __init__(self, db, reactor, poll_interval=5, uuid=None):
+        self.db = db
+        self.reactor = reactor
+        self.poll_interval = poll_interval
+        self.UUID = uuid if uuid is not None else instanceuuid.UUID
+        self.polls = PollHistory()
+        self.activated = None
+        self.claiming = True
+        self.conn = None
+        self._pools = {}  # (queue name, agent name) -> AgentThreadPool
+        self._pool_added = 0
+        self._pool_lock = threading.Lock()
+        self._activated_in = set()
+        self._jobs = collections.OrderedDict()
+        self._jobs_lock = threading.Lock()
+        self._next_call = None
+        self._polling = False
+        self._last_poll = None
+        self._last_logged = None
+        self._sequence = (0, 0)
+        self._reactor_thread = None
+        self._trigger = None
+
+    # -- life cycle ------------------------------------------------------
+
+    def activate(self):
+        if self.activated:
+            raise ValueError('dispatcher %s is already activated' % self.UUID)
+        utils.log.info('attempting to activate dispatcher %s', self.UUID)
+        self.activated = utils.now()
+        self.claiming = True
+        self._last_poll = None
+        self._growPool(1)
+        self._trigger = self.reactor.addSystemEventTrigger(
+            'before', 'shutdown', self._shutdown)
+        self.reactor.callWhenRunning(self._start)
+
+    def _growPool(self, difference):
+        with self._pool_lock:
+            self.db.setPoolSize(self.db.getPoolSize() + difference)
+            self._pool_added += difference
+
+    def _start(self):
+        if not self.activated:
+            return
+        self._reactor_thread = threading.get_ident()
+        self.conn = self.db.open(
+            transaction_manager=transaction.TransactionManager())
+        self.poll()
+
+    def _shutdown(self):
+        if self.activated:
+            self.deactivate()
+
+    def deactivate(self):
+        """Deactivate in every queue (recovering this dispatcher's
+        unfinished jobs), stop the worker threads and give back the
+        connections this dispatcher added to the database pool."""
+        if not self.activated:
+            raise ValueError('dispatcher %s is not activated' % self.UUID)
+        self.activated = None
+        if self._next_call is not None and self._next_call.active():
+            self._next_call.cancel()
+        self._next_call = None
+        if self.conn is not None:
+            tm = self.conn.transaction_manager
+            for attempt in tm.attempts(5):
+                with attempt:
+                    queues = self.conn.root().get(interfaces.KEY)
+                    for name in self._activated_in:
+                        queue = queues.get(name) if queues else None
+                        agents = queue.dispatchers.get(self.UUID) \
+                            if queue is not None else None
+                        if agents is not None and agents.activated:
+                            agents.deactivate()
+            tm.abort()
+            self.conn.close()
+            self.conn = None
+        self._activated_in.clear()
+        for pool in list(self._pools.values()):
+            pool.close()
+        self._pools.clear()
+        self._growPool(-self._pool_added)
+        utils.log.info('deactivated dispatcher %s', self.UUID)
+
+    # -- reactor helpers -------------------------------------------------
+
+    def inReactorThread(self):
+        return threading.get_ident() == self._reactor_thread
+
+    def callInReactor(self, func, *args, timeout=60):
+        """Run func in the reactor's thread and return its result (from
+        another thread: wait for it)."""
+        if self.inReactorThread():
+            return func(*args)
+        done = threading.Event()
+        outcome = {}
+
+        def call():
+            try:
+                outcome['value'] = func(*args)
+            except BaseException as e:
+                outcome['error'] = e
+            finally:
+                done.set()
+        self.reactor.callFromThread(call)
+        if not done.wait(timeout):
+            raise RuntimeError('the reactor did not answer within %s s'
+                               % timeout)
+        if 'error' in outcome:
+            raise outcome['error']
+        return outcome['value']
+
+    def _getConnection(self, database_name):
+        if self.conn is None:
+            raise ValueError('dispatcher %s is not running' % self.UUID)
+        if database_name is None or \
+                database_name == self.db.database_name:
+            return self.conn
+        return self.conn.get_connection(database_name)
+
+    def _setLiveAnnotation(self, job_id, name, value):
+        oid, database_name = job_id
+        conn = self._getConnection(database_name)
+        tm = self.conn.transaction_manager
+        for attempt in tm.attempts(10):
+            with attempt:
+                conn.get(oid).annotations[name] = value
+
+    def _getLiveAnnotation(self, job_id, name, default):
+        oid, database_name = job_id
+        conn = self._getConnection(database_name)
+        self.conn.transaction_manager.begin()
+        try:
+            return conn.get(oid).annotations.get(name, default)
+        finally:
+            self.conn.transaction_manager.abort()
+
+    # -- polling ---------------------------------------------------------
+
+    def _schedule(self, delay):
+        if self._next_call is not None and self._next_call.active():
+            self._next_call.cancel()
+        self._next_call = self.reactor.callLater(delay, self.poll)
+
+    def poll(self):
+        """Poll now (in the reactor's thread)."""
+        if not self.activated or self.conn is None:
+            return
+        self._next_call = None
+        self._polling = True
+        poll = self._newPoll()
+        try:
+            self._pollQueues(poll)
+        except Exception:
+            utils.safeLog(utils.log, logging.ERROR,
+                          'dispatcher %s: poll failed:\n%s',
+                          self.UUID, utils.formatException())
+            self.conn.transaction_manager.abort()
+        finally:
+            self._polling = False
+            self._last_poll = poll.utc_timestamp
+            self.polls.add(poll)
+            if poll != self._last_logged:
+                self._last_logged = poll
+                utils.tracelog.debug('poll %s: %r', poll.key, dict(poll))
+            if self.activated:
+                self._schedule(self.poll_interval)
+
+    def _newPoll(self):
+        poll = Poll()
+        started = utils.now()
+        micros = utils.toMicros(started)
+        last_micros, sequence = self._sequence
+        sequence = min(sequence + 1, 15) if micros == last_micros else 0
+        self._sequence = (micros, sequence)
+        poll.key = pollKey(micros, sequence)
+        poll.utc_timestamp = started
+        return poll
+
+    def _pollQueues(self, poll):
+        tm = self.conn.transaction_manager
+        tm.begin()
+        queues = self.conn.root().get(interfaces.KEY)
+        if queues is None:
+            return
+        for name, queue in queues.items():
+            poll[name] = self._pollQueue(tm, name, queue, poll)
+        names = set(poll)
+        for key in [k for k in self._pools if k[0] not in names]:
+            self._pools.pop(key).close()
+
+    def _activateIn(self, tm, name, queue):
+        agents = queue.dispatchers.get(self.UUID)
+        if agents is None:
+            agents = queue.dispatchers.register(self.UUID)
+        elif agents.activated:
+            if not agents.dead:
+                tm.abort()
+                utils.log.error(
+                    'dispatcher %s: UUID %s is already activated in queue '
+                    '%r and not dead (last ping %s): another process seems '
+                    'to use this UUID.  Give every process its own UUID '
+                    'file (ZC_ASYNC_UUID); skipping this queue.',
+                    self.UUID, self.UUID, name, agents.last_ping)
+                return None
+            agents.deactivate()
+        agents.activate()
+        tm.commit()
+        self._activated_in.add(name)
+        return agents
+
+    def _pollQueue(self, tm, name, queue, poll):
+        if name not in self._activated_in:
+            if self._activateIn(tm, name, queue) is None:
+                return None
+        queue.dispatchers.ping(self.UUID)
+        tm.commit()
+        agents = queue.dispatchers[self.UUID]
+        info = {}
+        seen = set()
+        for agent_name, agent in agents.items():
+            seen.add(agent_name)
+            info[agent_name] = self._pollAgent(
+                tm, name, agent_name, agent, poll)
+        for key in [k for k in self._pools
+                    if k[0] == name and k[1] not in seen]:
+            self._pools.pop(key).close()
+        return info
+
+    def _pollAgent(self, tm, queue_name, agent_name, agent, poll):
+        pool = self._pools.get((queue_name, agent_name))
+        if pool is None:
+            pool = self._pools[(queue_name, agent_name)] = AgentThreadPool(
+                self, queue_name, agent_name)
+        pool.setSize(agent.size)
+        record = {'size': agent.size, 'len': len(agent), 'error': None,
+                  'new jobs': [], 'active jobs': pool.activeJobIds()}
+        if not self.claiming:
+            return record
+        claimed = []
+        try:
+            while True:
+                job = agent.claimJob()
+                if job is None:
+                    break
+                claimed.append(job)
+            if claimed:
+                tm.commit()
+        except transaction.interfaces.TransientError:
+            tm.abort()  # another process changed the queue: next poll
+            claimed = []
+        except Exception:
+            failure = utils.makeFailure()
+            tm.abort()
+            record['error'] = failure
+            utils.safeLog(utils.log, logging.ERROR,
+                          'dispatcher %s: agent %r failed to claim:\n%s',
+                          self.UUID, agent_name, failure.getTraceback())
+            claimed = []
+        for job in claimed:
+            job_id = utils.jobId(job)
+            record['new jobs'].append(job_id)
+            pool.perform(job_id, poll.key)
+        return record
+
+    # -- running jobs (worker threads) ----------------------------------
+
+    def _perform(self, conn, tm, job_id, poll_key, pool):
+        oid, database_name = job_id
+        tm.begin()
+        if database_name and database_name != self.db.database_name:
+            job = conn.get_connection(database_name).get(oid)
+        else:
+            job = conn.get(oid)
+        call = repr(job)
+        record = {
+            'call': call, 'started': utils.now(), 'completed': None,
+            'failed': False, 'result': None,
+            'thread': threading.get_ident(), 'poll id': poll_key,
+            'quota names': tuple(job.quota_names),
+        }
+        with self._jobs_lock:
+            self._jobs[job_id] = {'record': record, 'queue': pool.queue_name,
+                                  'agent': pool.agent_name}
+            self._jobs.move_to_end(job_id)
+            while len(self._jobs) > JOB_HISTORY:
+                self._jobs.popitem(last=False)
+        try:
+            job()
+        except Exception:
+            # the job machinery itself refused (e.g. another process took
+            # the job): record it as a failure of this run
+            tm.abort()
+            self._finish(job, call, record, utils.makeFailure())
+            return
+        except BaseException:
+            utils.safeLog(
+                utils.log, logging.CRITICAL,
+                '%s was interrupted in thread %s; recovering it:\n%s',
+                call, threading.get_ident(), utils.formatException())
+            tm.abort()
+            try:
+                for attempt in tm.attempts(5):
+                    with attempt:
+                        job.handleInterrupt()
+            finally:
+                self._finish(job, call, record, None)
+            raise
+        self._finish(job, call, record, job.result)
+        tm.abort()
+
+    def _finish(self, job, call, record, result):
+        failed = utils.isFailure(result)
+        if failed:
+            text = result.getTraceback(detail='verbose')
+        elif isinstance(result, str):
+            text = repr(result)
+        else:
+            text = utils.shortRepr(result, RESULT_LIMIT)
+        text = text[:RESULT_LIMIT]
+        record.update(completed=utils.now(), failed=failed, result=text)
+        if failed:
+            level = job.failure_log_level or logging.ERROR
+            utils.tracelog.log(
+                level, '%s failed in thread %s with result:\n%s',
+                call, record['thread'], text)
+        else:
+            utils.tracelog.info(
+                '%s succeeded in thread %s with result:\n%s',
+                call, record['thread'], text)
+
+    # -- queries ---------------------------------------------------------
+
+    def getJobInfo(self, oid, database_name=None):
+        if database_name is None:
+            database_name = self.db.database_name
+        with self._jobs_lock:
+            internal = self._jobs.get((oid, database_name))
+        if internal is None:
+            raise ValueError('no record of job %r in database %r in this '
+                             'dispatcher\'s history' % (oid, database_name))
+        return dict(internal['record'])
+
+    def getActiveJobIds(self, queue=None, agent=None):
+        ids = []
+        for (queue_name, agent_name), pool in list(self._pools.items()):
+            if queue is not None and queue != queue_name:
+                continue
+            if agent is not None and agent != agent_name:
+                continue
+            ids.extend(pool.activeJobIds())
+        return ids
+
+    def getPollInfo(self, at=None, before=None):
+        polls = list(self.polls)
+        if at is not None:
+            if isinstance(at, datetime.datetime):
+                micros = utils.toMicros(utils.checkAware(at, 'at'))
+                for poll in polls:
+                    if utils.toMicros(poll.utc_timestamp) == micros:
+                        return poll
+                return None
+            for poll in polls:
+                if poll.key == at:
+                    return poll
+            return None
+        if before is not None:
+            if isinstance(before, datetime.datetime):
+                before = pollKey(
+                    utils.toMicros(utils.checkAware(before, 'before')), 15)
+            for poll in polls:
+                if poll.key > before:
+                    return poll
+            return None
+        return polls[0] if polls else None
+
+    def _time(self, value, default):
+        if value is None:
+            return default
+        if isinstance(value, datetime.datetime):
+            return utils.checkAware(value, 'time')
+        poll = self.getPollInfo(at=value)
+        if poll is None:
+            raise ValueError('no poll with key %r in the history' % value)
+        return poll.utc_timestamp
+
+    def getStatistics(self, at=None, before=None, since=None, queue=None,
+                      agent=None):
+        now = utils.now()
+        if before is not None:
+            end = self._time(before, now) - datetime.timedelta(microseconds=1)
+        else:
+            end = self._time(at, now)
+        polls = list(self.polls)
+        first = polls[-1].utc_timestamp if polls else now
+        start = self._time(since, first)
+        with self._jobs_lock:
+            records = [dict(r['record'], **{'~queue': r['queue'],
+                                            '~agent': r['agent']})
+                       for r in self._jobs.values()]
+        stats = {'started': 0, 'successful': 0, 'failed': 0, 'unknown': 0}
+        durations = {'successful': [], 'failed': [], 'active': []}
+        active_ids = set(self.getActiveJobIds())
+        for job_id, r in zip(self._jobIds(), records):
+            if queue is not None and r['~queue'] != queue:
+                continue
+            if agent is not None and r['~agent'] != agent:
+                continue
+            if r['started'] > end:
+                continue
+            completed = r['completed']
+            if completed is not None and completed < start:
+                continue
+            stats['started'] += 1
+            if completed is not None and completed <= end:
+                kind = 'failed' if r['failed'] else 'successful'
+                stats[kind] += 1
+                durations[kind].append((completed - r['started'], job_id))
+            elif job_id in active_ids:
+                durations['active'].append((end - r['started'], job_id))
+            elif completed is None:
+                stats['unknown'] += 1
+        for kind, values in durations.items():
+            values.sort(key=lambda v: v[0])
+            stats['shortest %s' % kind] = values[0][1] if values else None
+            stats['longest %s' % kind] = values[-1][1] if values else None
+        stats['statistics start'] = start
+        stats['statistics end'] = end
+        return stats
+
+    def _jobIds(self):
+        with self._jobs_lock:
+            return list(self._jobs.keys())
+
+    def getStatusInfo(self):
+        info = {'poll interval': datetime.timedelta(
+            seconds=self.poll_interval)}
+        if not self.activated:
+            info.update({'status': STOPPED, 'time since last poll': None,
+                         'uptime': None, 'uuid': self.UUID})
+            return info
+        now = utils.now()
+        last = self._last_poll
+        if last is None:
+            status = STARTING
+        elif self._polling:
+            status = RUNNING
+        else:
+            slack = max(self.poll_interval, 1) * 2 + 5
+            overdue = (now - last).total_seconds() > \
+                self.poll_interval + slack
+            status = STUCK if overdue else RUNNING
+        info.update({
+            'status': status,
+            'time since last poll': (now - last) if last else None,
+            'uptime': now - self.activated,
+        })
+        return info

@@ -1,0 +1,702 @@
+"""The persistent Job: a stored call with a life cycle.
+
+Life cycle of ``job()`` (stored status in capitals)::
+
+    NEW --commit--> ACTIVE --call--> result --commit--> CALLBACKS
+        --run each callback (each commits)--> COMPLETED --commit
+
+- If the callable raises, its work is aborted, a storable Failure is built
+  and the retry policy decides: retry now, reschedule in the queue, or give
+  up (the failure becomes the result).
+- If committing the result fails, the policy's ``commitError`` decides;
+  retrying re-runs the call, giving up stores the commit failure.
+- If the callable returns another Job, this job stays ACTIVE and takes
+  the inner job's result when it completes; a Twisted Deferred likewise
+  sets the result when it fires.
+
+A job whose process died while it was ACTIVE is recovered by
+``handleInterrupt`` (queued by the dispatcher registry when the process is
+found dead); a job that died in CALLBACKS is finished by
+``resumeCallbacks``.
+"""
+import logging
+import pickle
+import types
+
+import BTrees.OOBTree
+import persistent
+import persistent.list
+import persistent.mapping
+import transaction
+import transaction.interfaces
+import twisted.internet.defer
+import ZODB.utils
+import zope.interface
+
+from zcasync import interfaces
+from zcasync import retry
+from zcasync import threadlocal
+from zcasync import utils
+from zcasync.interfaces import (
+    NEW, PENDING, ASSIGNED, ACTIVE, CALLBACKS, COMPLETED)
+
+_RETRY = 'retry'
+_GIVE_UP = 'give up'
+_RESCHEDULE = 'reschedule'
+
+
+def _decision(value):
+    """Normalise a policy answer to (action, when)."""
+    import datetime
+    if value is True:
+        return _RETRY, None
+    if isinstance(value, datetime.timedelta):
+        return _RESCHEDULE, utils.now() + value
+    if isinstance(value, datetime.datetime):
+        return _RESCHEDULE, utils.checkAware(value, 'reschedule time')
+    return _GIVE_UP, None
+
+
+def _callableError(value, reason):
+    return TypeError(
+        'cannot store %r as a job\'s callable: %s.  Use a function defined '
+        'at module level (importable by name), a builtin, a class, a '
+        'persistent callable or a method of a persistent object; lambdas, '
+        'nested functions and methods of objects that cannot be pickled '
+        'cannot be stored' % (value, reason))
+
+
+def splitCallable(value):
+    """(root, method name or None) under which a callable is stored."""
+    if not callable(value):
+        raise TypeError('a job needs a callable, not %r' % (value,))
+    if isinstance(value, persistent.Persistent):
+        return value, None
+    bound = getattr(value, '__self__', None)
+    name = getattr(value, '__name__', None)
+    if (bound is not None and name and
+            not isinstance(bound, (types.ModuleType, type))):
+        if isinstance(bound, persistent.Persistent):
+            return bound, name
+        try:
+            pickle.dumps(bound)
+        except Exception as e:
+            raise _callableError(
+                value, 'its object cannot be pickled (%s)' % (e,)) from None
+        return bound, name
+    try:
+        pickle.dumps(value)
+    except Exception as e:
+        raise _callableError(
+            value, 'it cannot be pickled by reference (%s)' % (e,)) from None
+    return value, None
+
+
+def _describeCallable(root, name):
+    def describe(ob):
+        if isinstance(ob, (types.FunctionType, type)):
+            return '%s.%s' % (ob.__module__, ob.__qualname__)
+        if isinstance(ob, persistent.Persistent) and ob._p_oid is not None:
+            return '<%s.%s (oid %d)>' % (
+                type(ob).__module__, type(ob).__qualname__,
+                ZODB.utils.u64(ob._p_oid))
+        return utils.shortRepr(ob)
+    if name is None:
+        return describe(root)
+    return '%s.%s' % (describe(root), name)
+
+
+def _findParent(job, iface):
+    ob = job.parent
+    while ob is not None:
+        if iface.providedBy(ob):
+            return ob
+        ob = getattr(ob, 'parent', None)
+    return None
+
+
+@zope.interface.implementer(interfaces.IJob)
+class Job(persistent.Persistent):
+    """``Job(callable, *args, **kwargs)``: see the module docstring."""
+
+    _status = NEW
+    _result = None
+    _callable_root = None
+    _callable_name = None
+    _begin_after = None
+    _begin_by = None
+    _quota_names = ()
+    #: the job this one waits for (it returned a Job), or None
+    _inner = None
+    _queue_key = None
+    parent = None
+    active_start = None
+    active_end = None
+    failure_log_level = None
+    _retry_policy_factory = None
+    assignerUUID = None
+
+    def __init__(self, callable, /, *args, **kwargs):
+        self.callable = callable
+        self.args = persistent.list.PersistentList(args)
+        self.kwargs = persistent.mapping.PersistentMapping(kwargs)
+        self.callbacks = persistent.list.PersistentList()
+        self.annotations = BTrees.OOBTree.OOBTree()
+
+    # -- attributes ------------------------------------------------------
+
+    def _checkNew(self, what):
+        if self._status != NEW:
+            raise interfaces.BadStatusError(
+                'can only set %s of a job that has not started; %r is %s'
+                % (what, self, self.status))
+
+    @property
+    def callable(self):
+        if self._callable_name is None:
+            return self._callable_root
+        return getattr(self._callable_root, self._callable_name)
+
+    @callable.setter
+    def callable(self, value):
+        self._checkNew('the callable')
+        self._callable_root, self._callable_name = splitCallable(value)
+
+    @property
+    def status(self):
+        status = self._status
+        if status == NEW:
+            ob = self.parent
+            while interfaces.IJob.providedBy(ob):
+                ob = ob.parent
+            if interfaces.IAgent.providedBy(ob):
+                return ASSIGNED
+            if interfaces.IQueue.providedBy(ob):
+                return PENDING
+        return status
+
+    @property
+    def result(self):
+        return self._result
+
+    @property
+    def queue(self):
+        return _findParent(self, interfaces.IQueue)
+
+    @property
+    def agent(self):
+        return _findParent(self, interfaces.IAgent)
+
+    @property
+    def begin_after(self):
+        return self._begin_after
+
+    @begin_after.setter
+    def begin_after(self, value):
+        self._checkNew('begin_after')
+        if value is not None:
+            value = utils.checkAware(value, 'begin_after')
+        self._begin_after = value
+
+    @property
+    def begin_by(self):
+        return self._begin_by
+
+    @begin_by.setter
+    def begin_by(self, value):
+        import datetime
+        self._checkNew('begin_by')
+        if value is not None:
+            if not isinstance(value, datetime.timedelta):
+                raise TypeError(
+                    'begin_by must be a datetime.timedelta (a duration after '
+                    'begin_after) or None, not %r' % (value,))
+            if value < datetime.timedelta(0):
+                raise ValueError(
+                    'begin_by must not be negative: %r' % (value,))
+        self._begin_by = value
+
+    @property
+    def quota_names(self):
+        return self._quota_names
+
+    @quota_names.setter
+    def quota_names(self, value):
+        self._checkNew('quota_names')
+        if isinstance(value, str):
+            raise TypeError(
+                'quota_names must be a tuple of names, not the string %r; '
+                'write (%r,)' % (value, value))
+        value = tuple(value)
+        for name in value:
+            if not isinstance(name, str):
+                raise TypeError('quota names must be strings, not %r'
+                                % (name,))
+        self._quota_names = value
+
+    @property
+    def retry_policy_factory(self):
+        return self._retry_policy_factory
+
+    @retry_policy_factory.setter
+    def retry_policy_factory(self, value):
+        self._retry_policy_factory = retry.checkFactory(value)
+
+    @property
+    def isCallback(self):
+        return interfaces.IJob.providedBy(self.parent)
+
+    def getRetryPolicy(self):
+        factory = self._retry_policy_factory
+        if factory is None:
+            factory = retry.CALLBACK if self.isCallback else retry.DEFAULT
+        if isinstance(factory, str):
+            factory = retry.lookup(factory)
+        return factory(self)
+
+    def __repr__(self):
+        try:
+            oid = self._p_oid
+            if oid is None:
+                ident = '(oid ?, db ?)'
+            else:
+                ident = '(oid %d, db %r)' % (
+                    ZODB.utils.u64(oid), utils.databaseName(self))
+            call = _describeCallable(self._callable_root,
+                                     self._callable_name)
+            args = [utils.shortRepr(a, 60) for a in self.args]
+            args.extend('%s=%s' % (k, utils.shortRepr(v, 60))
+                        for k, v in self.kwargs.items())
+            return '<%s.%s %s ``%s(%s)``>' % (
+                type(self).__module__, type(self).__name__, ident, call,
+                ', '.join(args))
+        except Exception:
+            return '<%s.%s (unreadable)>' % (
+                type(self).__module__, type(self).__name__)
+
+    # -- transactions ----------------------------------------------------
+
+    def _jar(self):
+        jar = self._p_jar
+        if jar is None:
+            ob = self.parent
+            while ob is not None and getattr(ob, '_p_jar', None) is None:
+                ob = getattr(ob, 'parent', None)
+            if ob is not None:
+                jar = ob._p_jar
+                jar.add(self)
+        return jar
+
+    def _tm(self):
+        jar = self._jar()
+        return None if jar is None else jar.transaction_manager
+
+    @staticmethod
+    def _commit(tm):
+        if tm is not None:
+            tm.commit()
+
+    @staticmethod
+    def _abort(tm):
+        if tm is not None:
+            tm.abort()
+
+    # -- running ---------------------------------------------------------
+
+    def __call__(self, *args, **kwargs):
+        status = self.status
+        if status not in (NEW, ASSIGNED):
+            raise interfaces.BadStatusError(
+                'can only call a job that is NEW or ASSIGNED; %r is %s'
+                % (self, status))
+        return self._call(*args, **kwargs)
+
+    def _markActive(self, tm):
+        for attempt in range(10):
+            if self._status != NEW:
+                raise interfaces.BadStatusError(
+                    '%r is %s: another process took it' % (self, self.status))
+            self._status = ACTIVE
+            self.active_start = utils.now()
+            try:
+                self._commit(tm)
+                return
+            except transaction.interfaces.TransientError:
+                self._abort(tm)
+        raise interfaces.BadStatusError(
+            'could not mark %r ACTIVE: the commit conflicted 10 times' % self)
+
+    def _call(self, *args, **kwargs):
+        tm = self._tm()
+        policy = self.getRetryPolicy()
+        data_cache = {}
+        self._markActive(tm)
+        gave_up_commit = False
+        while True:
+            res = self._invoke(args, kwargs)
+            if utils.isFailure(res) and getattr(res, '_zcasync_raised', 0):
+                del res._zcasync_raised
+                self._abort(tm)
+                policy.updateData(data_cache)
+                action, when = _decision(policy.jobError(res, data_cache))
+                if action == _RETRY:
+                    continue
+                if action == _RESCHEDULE:
+                    self._reschedule(when, tm)
+                    return None
+            try:
+                waiting = self._setResult(res)
+                self._commit(tm)
+            except Exception:
+                failure = utils.makeFailure()
+                self._abort(tm)
+                policy.updateData(data_cache)
+                if gave_up_commit:
+                    # storing the commit failure failed too: do not loop
+                    utils.safeLog(utils.log, logging.CRITICAL,
+                                  'could not store a result for %r:\n%s',
+                                  self, failure.getTraceback())
+                    raise
+                action, when = _decision(
+                    policy.commitError(failure, data_cache))
+                if action == _RETRY:
+                    continue
+                if action == _RESCHEDULE:
+                    self._reschedule(when, tm)
+                    return None
+                gave_up_commit = True
+                self._commitUntilDone(
+                    tm, lambda: self._setResult(failure))
+                waiting = False
+            break
+        if waiting:
+            return self._result
+        self._runCallbacks(tm)
+        return self._result
+
+    def _invoke(self, args, kwargs):
+        call_args = list(self.args)
+        call_args.extend(args)
+        call_kwargs = dict(self.kwargs)
+        call_kwargs.update(kwargs)
+        threadlocal.pushJob(self)
+        try:
+            return self.callable(*call_args, **call_kwargs)
+        except Exception:
+            failure = utils.makeFailure()
+            failure._zcasync_raised = True
+            return failure
+        finally:
+            threadlocal.popJob()
+
+    def _setResult(self, res):
+        """Put the outcome in place; True when the job now waits for an
+        inner job or a Deferred."""
+        if interfaces.IJob.providedBy(res):
+            if res._status != COMPLETED and res.parent is None and \
+                    self.queue is None:
+                res._call()  # nowhere to queue it: run it here
+            if res._status == COMPLETED:
+                res = res._result
+            else:
+                self._waitFor(res)
+                return True
+        elif isinstance(res, twisted.internet.defer.Deferred):
+            if not res.called:
+                self._waitForDeferred(res)
+                return True
+            fired = []
+            res.addBoth(fired.append)
+            res = fired[0]
+        if utils.isFailure(res):
+            res = utils.makeFailure(res)
+        self._result = res
+        self._status = CALLBACKS
+        self._inner = None
+        return False
+
+    def _commitUntilDone(self, tm, apply):
+        """Apply a change that must be stored (a final result, a
+        reschedule) and commit it, re-applying after transient errors."""
+        for attempt in range(100):
+            apply()
+            try:
+                self._commit(tm)
+                return
+            except transaction.interfaces.TransientError:
+                self._abort(tm)
+        raise RuntimeError('could not store the outcome of %r' % self)
+
+    # -- waiting on an inner job or a Deferred ----------------------------
+
+    def _waitFor(self, inner):
+        if inner.parent is None:
+            queue = self.queue
+            if queue is not None:
+                queue.put(inner)
+            else:
+                inner.parent = self
+        self._inner = inner
+        inner.addCallback(self._innerCompleted)
+        # the job no longer needs an agent slot: it resumes when the inner
+        # job's callback runs, wherever that happens
+        agent = self.agent
+        if agent is not None and self.parent is agent:
+            agent._release(self)
+
+    def _innerCompleted(self, result):
+        if self._status != ACTIVE:
+            return None
+        self._complete(result)
+        return None
+
+    def _waitForDeferred(self, deferred):
+        jar = self._p_jar
+        db = jar.db() if jar is not None else None
+        oid = self._p_oid
+
+        def fired(result):
+            if db is None:
+                self._complete(result)
+                return result
+            tm = transaction.TransactionManager()
+            conn = db.open(transaction_manager=tm)
+            try:
+                conn.get(oid)._complete(result)
+            finally:
+                tm.abort()
+                conn.close()
+            return None
+        deferred.addBoth(fired)
+
+    # -- completion and callbacks ----------------------------------------
+
+    def _complete(self, result):
+        """Set the final result of a job that is not running the normal
+        call path (fail, interruption, inner job, Deferred)."""
+        tm = self._tm()
+        self._commitUntilDone(tm, lambda: self._setResult(result))
+        self._runCallbacks(tm)
+
+    def _runCallbacks(self, tm):
+        while True:
+            for callback in list(self.callbacks):
+                self._runCallback(callback)
+            self._status = COMPLETED
+            self.active_end = utils.now()
+            # a callback added concurrently writes the same list: touching
+            # it here turns that race into a ConflictError, never a loss
+            self.callbacks._p_changed = True
+            agent = self.agent
+            if agent is not None and self.parent is agent:
+                agent.jobCompleted(self)
+            try:
+                self._commit(tm)
+                return
+            except transaction.interfaces.TransientError:
+                self._abort(tm)
+                if self._status == COMPLETED:
+                    return
+
+    def _runCallback(self, callback):
+        status = callback._status
+        if status == ACTIVE and callback._inner is None:
+            # it was running when the process died
+            callback.handleInterrupt()
+            status = callback._status
+        if status == NEW:
+            try:
+                callback._call(self._result)
+            except interfaces.BadStatusError:
+                pass  # another process ran it meanwhile
+        elif status == CALLBACKS:
+            callback.resumeCallbacks()
+
+    def addCallback(self, callback, failure_log_level=None,
+                    retry_policy_factory=None):
+        if not interfaces.IJob.providedBy(callback):
+            callback = Job(callback)
+        if callback._status != NEW or callback.parent is not None:
+            raise ValueError(
+                'a callback must be a new job that belongs nowhere else: '
+                '%r' % (callback,))
+        callback.parent = self
+        if failure_log_level is not None:
+            callback.failure_log_level = failure_log_level
+        if retry_policy_factory is not None:
+            callback.retry_policy_factory = retry_policy_factory
+        self.callbacks.append(callback)
+        if self._status == COMPLETED:
+            jar = self._p_jar
+            if jar is not None and callback._p_jar is None:
+                jar.add(callback)
+            callback._call(self._result)
+        return callback
+
+    def addCallbacks(self, success=None, failure=None,
+                     failure_log_level=None, retry_policy_factory=None):
+        for value in (success, failure):
+            if value is not None:
+                splitCallable(value)
+        return self.addCallback(
+            Job(_route, success, failure), failure_log_level,
+            retry_policy_factory)
+
+    # -- recovery --------------------------------------------------------
+
+    def _resetForRetry(self):
+        agent = self.agent
+        if agent is not None and self.parent is agent:
+            agent._release(self)
+        self._status = NEW
+        self._result = None
+        self.active_start = None
+        self.parent = None
+
+    def _reschedule(self, when, tm):
+        """Put the job back in its queue to start at `when`."""
+        queue = self.queue
+        if queue is None:
+            self._complete(utils.makeFailure(interfaces.AbortedError(
+                'the retry policy rescheduled %r but it has no queue'
+                % self)))
+            return
+
+        def apply():
+            self._resetForRetry()
+            self.begin_after = when
+            if when <= utils.now():
+                queue.putBack(self)
+            else:
+                queue._insert(self)
+        self._commitUntilDone(tm, apply)
+
+    def handleInterrupt(self):
+        if self._status != ACTIVE or self._inner is not None:
+            return None  # nothing to recover (already done, or waiting)
+        decision = self.getRetryPolicy().interrupted()
+        action, when = _decision(decision)
+        if action != _GIVE_UP and self.isCallback:
+            # callbacks re-run inline, from their parent's callback loop
+            self._status = NEW
+            self.active_start = None
+            return None
+        if action != _GIVE_UP and self.queue is not None:
+            queue = self.queue
+            self._resetForRetry()
+            if action == _RESCHEDULE and when > utils.now():
+                self.begin_after = when
+                queue._insert(self)
+            else:
+                queue.putBack(self)
+            return None
+        self._complete(utils.makeFailure(interfaces.AbortedError(
+            '%r was interrupted (its process died) and its retry policy '
+            'gave up' % self)))
+        return None
+
+    def fail(self, e=None):
+        if e is None:
+            e = interfaces.TimeoutError()
+        if self._status != NEW:
+            raise interfaces.BadStatusError(
+                'can only fail a job that has not started; %r is %s'
+                % (self, self.status))
+        if interfaces.IQueue.providedBy(self.parent):
+            self.parent.remove(self)
+        self._complete(utils.makeFailure(e))
+
+    def resumeCallbacks(self):
+        if self._status != CALLBACKS:
+            raise interfaces.BadStatusError(
+                'can only resume the callbacks of a job in CALLBACKS; %r is '
+                '%s' % (self, self.status))
+        self._runCallbacks(self._tm())
+
+
+def _route(success, failure, result):
+    if utils.isFailure(result):
+        return failure(result) if failure is not None else result
+    return success(result) if success is not None else result
+
+
+# --- serial and parallel ------------------------------------------------
+
+def serial(*jobs, postprocess=None):
+    """A job that runs `jobs` one after another, then `postprocess` with the
+    completed jobs appended to its arguments; its result is the
+    postprocess's (by default, the list of the jobs' results)."""
+    return _composite(_runSerial, jobs, postprocess)
+
+
+def parallel(*jobs, postprocess=None):
+    """Like `serial`, but the jobs are queued all at once."""
+    return _composite(_runParallel, jobs, postprocess)
+
+
+def _composite(runner, jobs, postprocess):
+    jobs = [j if interfaces.IJob.providedBy(j) else Job(j) for j in jobs]
+    if postprocess is None:
+        postprocess = Job(_results)
+    elif not interfaces.IJob.providedBy(postprocess):
+        postprocess = Job(postprocess)
+    return Job(runner, *jobs, postprocess=postprocess)
+
+
+def _results(*jobs):
+    return [job.result for job in jobs]
+
+
+def _unplaced(job):
+    return job._status == NEW and job.parent is None
+
+
+def _prepare(main, jobs, postprocess, callback):
+    if postprocess._status == NEW and postprocess.parent is None:
+        postprocess.parent = main  # held back until every job is done
+    for job in jobs:
+        job.addCallback(Job(callback, main))
+
+
+def _runSerial(*jobs, postprocess):
+    main = threadlocal.getJob()
+    _prepare(main, jobs, postprocess, _serialNext)
+    _serialStep(main)
+    return postprocess
+
+
+def _runParallel(*jobs, postprocess):
+    main = threadlocal.getJob()
+    _prepare(main, jobs, postprocess, _parallelNext)
+    queue = main.queue
+    for job in jobs:
+        if _unplaced(job):
+            queue.put(job)
+    _parallelNext(main)
+    return postprocess
+
+
+def _serialStep(main):
+    for job in main.args:
+        if job._status not in (CALLBACKS, COMPLETED):
+            if _unplaced(job):
+                main.queue.put(job)
+            return
+    _schedulePostprocess(main)
+
+
+def _serialNext(main, result=None):
+    _serialStep(main)
+
+
+def _parallelNext(main, result=None):
+    if all(job._status in (CALLBACKS, COMPLETED) for job in main.args):
+        _schedulePostprocess(main)
+
+
+def _schedulePostprocess(main):
+    postprocess = main.kwargs['postprocess']
+    if postprocess._status == NEW and postprocess.parent is main:
+        postprocess.parent = None
+        postprocess.args.extend(main.args)
+        main.queue.put(postprocess)

@@ -1,0 +1,364 @@
+"""Queues and quotas.
+
+``root[zcasync.interfaces.KEY]`` holds a ``Queues`` mapping of name ->
+``Queue`` (the primary queue is named ``''``).  An application calls
+``queue.put(job)`` inside its own transaction; agents ``claim`` jobs.
+
+Storage layout, chosen so that cost does not grow with the number of
+pending jobs and concurrent writers rarely conflict:
+
+- jobs live in one OOBTree keyed ``(lane, micros, oid)``: lane 0 for jobs
+  put back (they come first), lane 1 for the rest, ordered by
+  ``max(put time, begin_after)`` -- so due jobs come out first-in
+  first-out and scheduled jobs come out when due, in ``begin_after``
+  order.  A put adds one key near the end of the tree, a claim removes one
+  near the start: BTrees resolve such concurrent changes, and each touches
+  one bucket.
+- the length is a ``BTrees.Length`` (conflict-resolving counter).
+- two claims of the same job both write the job (its ``parent``), which
+  has no conflict resolution: exactly one commits.
+
+Quotas are plain persistent objects *without* conflict resolution: two
+processes that fill the same quota at once conflict, so a quota can never
+overfill.
+"""
+import BTrees.Length
+import BTrees.OOBTree
+import persistent
+import zope.interface
+
+from zcasync import instanceuuid
+from zcasync import interfaces
+from zcasync import job as jobmodule
+from zcasync import registry
+from zcasync import utils
+from zcasync.interfaces import ACTIVE, ASSIGNED, CALLBACKS
+
+FRONT, NORMAL = 0, 1
+
+
+@zope.interface.implementer(interfaces.IQueues)
+class Queues(persistent.Persistent):
+    """name -> Queue, stored at ``root[zcasync.interfaces.KEY]``."""
+
+    def __init__(self):
+        self._data = BTrees.OOBTree.OOBTree()
+
+    def __setitem__(self, name, queue):
+        if not interfaces.IQueue.providedBy(queue):
+            raise ValueError(
+                'only queues (zcasync.queue.Queue) may be stored in Queues, '
+                'not %r' % (queue,))
+        if not isinstance(name, str):
+            raise TypeError('queue names are strings, not %r' % (name,))
+        if queue.parent is not None and queue.parent is not self:
+            raise ValueError('%r already belongs to another Queues' % queue)
+        self._data[name] = queue
+        queue.name = name
+        queue.parent = self
+
+    def __delitem__(self, name):
+        queue = self._data[name]
+        if len(queue):
+            raise ValueError(
+                'queue %r still holds %d job(s); pull them first'
+                % (name, len(queue)))
+        del self._data[name]
+        queue.parent = None
+
+    def __getitem__(self, name):
+        return self._data[name]
+
+    def get(self, name, default=None):
+        return self._data.get(name, default)
+
+    def __contains__(self, name):
+        return name in self._data
+
+    def __iter__(self):
+        return iter(self._data.keys())
+
+    def keys(self):
+        return list(self._data.keys())
+
+    def values(self):
+        return list(self._data.values())
+
+    def items(self):
+        return list(self._data.items())
+
+    def __len__(self):
+        return len(self._data)
+
+
+@zope.interface.implementer(interfaces.IQuota)
+class Quota(persistent.Persistent):
+    """At most ``size`` jobs with this quota name run at once."""
+
+    parent = None
+
+    def __init__(self, name, size=1):
+        self.name = name
+        self.size = size
+        self._jobs = ()
+
+    @property
+    def size(self):
+        return self._size
+
+    @size.setter
+    def size(self, value):
+        if not isinstance(value, int) or isinstance(value, bool) or \
+                value < 0:
+            raise ValueError('a quota size is an integer >= 0, not %r'
+                             % (value,))
+        self._size = value
+
+    def __len__(self):
+        return len(self._jobs)
+
+    def __iter__(self):
+        return iter(self._jobs)
+
+    def __contains__(self, job):
+        return any(j is job for j in self._jobs)
+
+    @property
+    def filled(self):
+        return len(self._jobs) >= self._size
+
+    def _holding(self, job):
+        return job.status in (ASSIGNED, ACTIVE, CALLBACKS)
+
+    def clean(self):
+        """Drop jobs that finished or went back to waiting."""
+        kept = tuple(j for j in self._jobs if self._holding(j))
+        if len(kept) != len(self._jobs):
+            self._jobs = kept
+
+    def add(self, job):
+        if job in self:
+            return
+        if self.filled:
+            raise ValueError('quota %r is full (size %d)'
+                             % (self.name, self._size))
+        self._jobs += (job,)
+
+    def __repr__(self):
+        return '<zcasync.queue.Quota %r %d/%d>' % (
+            self.name, len(self), self._size)
+
+
+class Quotas(persistent.Persistent):
+    """The quotas of one queue: name -> Quota."""
+
+    parent = None
+
+    def __init__(self):
+        self._data = BTrees.OOBTree.OOBTree()
+
+    def create(self, name, size=1):
+        if not isinstance(name, str):
+            raise TypeError('quota names are strings, not %r' % (name,))
+        if name in self._data:
+            raise ValueError('quota %r already exists' % (name,))
+        quota = Quota(name, size)
+        quota.parent = self
+        self._data[name] = quota
+        return quota
+
+    def remove(self, name):
+        quota = self._data.pop(name)
+        quota.parent = None
+        return quota
+
+    def __getitem__(self, name):
+        return self._data[name]
+
+    def get(self, name, default=None):
+        return self._data.get(name, default)
+
+    def __contains__(self, name):
+        return name in self._data
+
+    def __iter__(self):
+        return iter(self._data.keys())
+
+    def keys(self):
+        return list(self._data.keys())
+
+    def values(self):
+        return list(self._data.values())
+
+    def __len__(self):
+        return len(self._data)
+
+    def _reserve(self, job):
+        """Take room for `job` in each of its quotas; False if one is
+        full (nothing is taken then)."""
+        quotas = []
+        for name in job.quota_names:
+            quota = self._data.get(name)
+            if quota is None:
+                continue  # removed since the put: no limit any more
+            if quota.filled:
+                quota.clean()
+                if quota.filled:
+                    return False
+            quotas.append(quota)
+        for quota in quotas:
+            quota.add(job)
+        return True
+
+
+@zope.interface.implementer(interfaces.IQueue)
+class Queue(persistent.Persistent):
+    """See the module docstring."""
+
+    name = None
+    parent = None
+
+    def __init__(self):
+        self._jobs = BTrees.OOBTree.OOBTree()
+        self._length = BTrees.Length.Length(0)
+        self.quotas = Quotas()
+        self.quotas.parent = self
+        self.dispatchers = registry.Dispatchers()
+        self.dispatchers.parent = self
+
+    # -- adding ----------------------------------------------------------
+
+    def put(self, item, begin_after=None, begin_by=None,
+            failure_log_level=None, retry_policy_factory=None):
+        job = interfaces.IJob(item, None)
+        if job is None:
+            job = jobmodule.Job(item)
+        if job._status != interfaces.NEW or job.parent is not None:
+            raise ValueError(
+                'only a new job that belongs nowhere yet can be put in a '
+                'queue; %r is %s' % (job, job.status))
+        for name in job.quota_names:
+            if name not in self.quotas:
+                raise ValueError(
+                    'unknown quota name %r for %r; create it first with '
+                    'queue.quotas.create(%r, size)' % (name, job, name))
+        if begin_after is not None:
+            job.begin_after = begin_after
+        elif job.begin_after is None:
+            job.begin_after = utils.now()
+        if begin_by is not None:
+            job.begin_by = begin_by
+        if failure_log_level is not None:
+            job.failure_log_level = failure_log_level
+        if retry_policy_factory is not None:
+            job.retry_policy_factory = retry_policy_factory
+        job.assignerUUID = instanceuuid.UUID
+        jar = self._p_jar
+        if jar is not None and job._p_jar is None:
+            jar.add(job)
+        self._insert(job)
+        return job
+
+    def putBack(self, job):
+        """Put a (new) job at the front of the queue."""
+        if job._status != interfaces.NEW or job.parent is not None:
+            raise ValueError(
+                'only a new job that belongs nowhere can be put back; %r '
+                'is %s' % (job, job.status))
+        jar = self._p_jar
+        if jar is not None and job._p_jar is None:
+            jar.add(job)
+        self._insert(job, FRONT)
+
+    def _insert(self, job, lane=NORMAL):
+        stamp = utils.now()
+        if lane == NORMAL and job.begin_after is not None and \
+                job.begin_after > stamp:
+            stamp = job.begin_after
+        if job.begin_after is None:
+            job.begin_after = utils.now()
+        token = job._p_oid or b'~%x' % id(job)
+        key = (lane, utils.toMicros(stamp), token)
+        job._queue_key = key
+        job.parent = self
+        self._jobs[key] = job
+        self._length.change(1)
+
+    # -- reading ---------------------------------------------------------
+
+    def __len__(self):
+        return self._length()
+
+    def __bool__(self):
+        return self._length() > 0
+
+    def __iter__(self):
+        return iter(self._jobs.values())
+
+    def __getitem__(self, index):
+        if index < 0:
+            index += len(self)
+        if index < 0:
+            raise IndexError(index)
+        for i, job in enumerate(self._jobs.values()):
+            if i == index:
+                return job
+        raise IndexError(index)
+
+    # -- removing --------------------------------------------------------
+
+    def _take(self, job):
+        del self._jobs[job._queue_key]
+        self._length.change(-1)
+        job._queue_key = None
+        job.parent = None
+        return job
+
+    def remove(self, job):
+        key = getattr(job, '_queue_key', None)
+        if key is None or self._jobs.get(key) is not job:
+            raise LookupError('%r is not in queue %r' % (job, self.name))
+        self._take(job)
+
+    def pull(self, index=0):
+        """Remove and return the job at `index` (the way to cancel a job
+        nobody claimed yet)."""
+        return self._take(self[index])
+
+    def claim(self, filter=None, default=None):
+        """The first due job that `filter` accepts and whose quotas have
+        room, removed from the queue; `default` when there is none.
+
+        A job past its ``begin_by`` deadline is not handed out: a job that
+        fails it with TimeoutError is returned in its place.
+        """
+        now = utils.now()
+        now_micros = utils.toMicros(now)
+        for key, job in self._jobs.items():
+            lane, micros = key[0], key[1]
+            if lane == NORMAL and micros > now_micros:
+                break  # everything after this is scheduled for later
+            if filter is not None and not filter(job):
+                continue
+            if job.begin_by is not None and \
+                    job.begin_after + job.begin_by < now:
+                return self._timedOut(job, now)
+            if job.quota_names and not self.quotas._reserve(job):
+                continue
+            return self._take(job)
+        return default
+
+    def _timedOut(self, job, now):
+        self._take(job)
+        failer = jobmodule.Job(job.fail)
+        failer.begin_after = now
+        failer.assignerUUID = job.assignerUUID
+        failer.failure_log_level = job.failure_log_level
+        jar = self._p_jar
+        if jar is not None:
+            jar.add(failer)
+        job.parent = failer  # so the job still reaches its agent and queue
+        return failer
+
+    def __repr__(self):
+        return '<zcasync.queue.Queue %r (%d jobs)>' % (self.name, len(self))

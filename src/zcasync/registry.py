@@ -1,0 +1,256 @@
+"""The dispatcher registry of a queue: which processes are alive.
+
+``queue.dispatchers`` maps a dispatcher UUID to its ``DispatcherAgents``:
+the persistent representative of that process in that queue, holding its
+agents (name -> Agent) and its life-cycle data.
+
+Liveness is a ring: each dispatcher pings (``queue.dispatchers.ping``) and
+at the same time looks at the *next* activated dispatcher in UUID order
+(wrapping around); if that one has not pinged within its
+``ping_death_interval`` it is deactivated, which recovers its jobs:
+
+=========  =============================================================
+status     what deactivation (and activation) does with a held job
+=========  =============================================================
+NEW        goes back to the front of the queue
+ACTIVE     a ``handleInterrupt`` job is queued for it (its retry policy
+           decides: run again, reschedule, or fail with AbortedError)
+CALLBACKS  a ``resumeCallbacks`` job is queued for it
+COMPLETED  moves to its agent's ``completed`` collection
+=========  =============================================================
+
+The recovery jobs use ``RetryCommonForever`` and log failures at CRITICAL.
+"""
+import datetime
+import logging
+
+import BTrees.OOBTree
+import persistent
+import zope.event
+import zope.interface
+
+from zcasync import interfaces
+from zcasync import retry
+from zcasync import utils
+from zcasync.interfaces import NEW, ACTIVE, CALLBACKS, COMPLETED
+
+
+@zope.interface.implementer(interfaces.IDispatcherAgents)
+class DispatcherAgents(persistent.Persistent):
+    """agent name -> Agent, for one dispatcher in one queue."""
+
+    parent = None
+    activated = None
+    last_ping = None
+
+    def __init__(self, uuid):
+        self.UUID = uuid
+        self._agents = BTrees.OOBTree.OOBTree()
+        self.ping_interval = datetime.timedelta(seconds=30)
+        self.ping_death_interval = datetime.timedelta(seconds=60)
+
+    @property
+    def name(self):
+        return self.UUID
+
+    # -- mapping ---------------------------------------------------------
+
+    def __setitem__(self, name, agent):
+        if not interfaces.IAgent.providedBy(agent):
+            raise ValueError(
+                'only agents (zcasync.agent.Agent) may be added to a '
+                'dispatcher, not %r' % (agent,))
+        if not isinstance(name, str):
+            raise TypeError('agent names are strings, not %r' % (name,))
+        old = self._agents.get(name)
+        if old is not None and old is not agent and len(old):
+            raise ValueError(
+                'agent %r holds %d job(s) and cannot be replaced; wait for '
+                'them or deactivate the dispatcher first' % (name, len(old)))
+        if agent.parent is not None and agent.parent is not self:
+            raise ValueError('%r already belongs to another dispatcher'
+                             % (agent,))
+        self._agents[name] = agent
+        agent.name = name
+        agent.parent = self
+        if old is not None and old is not agent:
+            old.parent = None
+
+    def __delitem__(self, name):
+        agent = self._agents[name]
+        if len(agent):
+            raise ValueError(
+                'agent %r holds %d job(s) and cannot be removed; wait for '
+                'them or deactivate the dispatcher first' % (name, len(agent)))
+        del self._agents[name]
+        agent.parent = None
+
+    def __getitem__(self, name):
+        return self._agents[name]
+
+    def get(self, name, default=None):
+        return self._agents.get(name, default)
+
+    def __contains__(self, name):
+        return name in self._agents
+
+    def __iter__(self):
+        return iter(self._agents.keys())
+
+    def keys(self):
+        return list(self._agents.keys())
+
+    def values(self):
+        return list(self._agents.values())
+
+    def items(self):
+        return list(self._agents.items())
+
+    def __len__(self):
+        return len(self._agents)
+
+    # -- life cycle ------------------------------------------------------
+
+    @property
+    def queue(self):
+        return self.parent.parent if self.parent is not None else None
+
+    @property
+    def dead(self):
+        stamps = [s for s in (self.last_ping, self.activated) if s]
+        if not stamps:
+            return False
+        return max(stamps) + self.ping_death_interval < utils.now()
+
+    def activate(self):
+        if self.activated:
+            raise ValueError('dispatcher %s is already activated' % self.UUID)
+        self._cleanup()
+        self.activated = self.last_ping = utils.now()
+        zope.event.notify(interfaces.DispatcherActivated(self))
+
+    def deactivate(self):
+        if not self.activated:
+            raise ValueError('dispatcher %s is not activated' % self.UUID)
+        self._cleanup()
+        self.activated = None
+        zope.event.notify(interfaces.DispatcherDeactivated(self))
+
+    def _recover(self, method):
+        from zcasync.job import Job
+        self.queue.put(Job(method), failure_log_level=logging.CRITICAL,
+                       retry_policy_factory=retry.RetryCommonForever)
+
+    def _cleanup(self):
+        queue = self.queue
+        for agent in self._agents.values():
+            for job in list(agent):
+                status = job._status
+                if status == NEW:
+                    agent.remove(job)
+                    queue.putBack(job)
+                elif status == ACTIVE:
+                    agent._release(job)
+                    self._recover(job.handleInterrupt)
+                elif status == CALLBACKS:
+                    agent._release(job)
+                    self._recover(job.resumeCallbacks)
+                elif status == COMPLETED:
+                    agent.jobCompleted(job)
+
+    def __repr__(self):
+        return '<zcasync.registry.DispatcherAgents %s %s>' % (
+            self.UUID, 'activated' if self.activated else 'deactivated')
+
+
+class Dispatchers(persistent.Persistent):
+    """UUID -> DispatcherAgents for one queue (``queue.dispatchers``)."""
+
+    parent = None
+
+    def __init__(self):
+        self._data = BTrees.OOBTree.OOBTree()
+
+    def register(self, uuid):
+        if uuid in self._data:
+            raise ValueError('dispatcher %s is already registered' % uuid)
+        agents = DispatcherAgents(uuid)
+        agents.parent = self
+        self._data[uuid] = agents
+        zope.event.notify(interfaces.DispatcherRegistered(agents))
+        return agents
+
+    def unregister(self, uuid):
+        agents = self._data[uuid]
+        if agents.activated:
+            raise ValueError(
+                'dispatcher %s is activated; deactivate it before '
+                'unregistering' % uuid)
+        del self._data[uuid]
+        zope.event.notify(interfaces.DispatcherUnregistered(agents))
+        agents.parent = None
+        return agents
+
+    def __getitem__(self, uuid):
+        return self._data[uuid]
+
+    def get(self, uuid, default=None):
+        return self._data.get(uuid, default)
+
+    def __contains__(self, uuid):
+        return uuid in self._data
+
+    def __iter__(self):
+        return iter(self._data.keys())
+
+    def keys(self):
+        return list(self._data.keys())
+
+    def values(self):
+        return list(self._data.values())
+
+    def items(self):
+        return list(self._data.items())
+
+    def __len__(self):
+        return len(self._data)
+
+    def ping(self, uuid):
+        """Record that dispatcher `uuid` is alive, then check the next one
+        in the ring and deactivate it if it is dead."""
+        agents = self._data[uuid]
+        now = utils.now()
+        if not agents.activated:
+            utils.safeLog(
+                utils.log, logging.CRITICAL,
+                'dispatcher %s was deactivated by a sibling that thought it '
+                'dead, but it is alive; its jobs have been recovered '
+                'elsewhere, and it re-activates now.  Likely causes: a '
+                'ping_death_interval (%s) too short for this load, long '
+                'transactions or a blocked reactor delaying pings, or '
+                'clocks out of sync between machines.',
+                uuid, agents.ping_death_interval)
+            agents.activated = agents.last_ping = now
+            zope.event.notify(interfaces.DispatcherReactivated(agents))
+        elif agents.last_ping is None or \
+                now - agents.last_ping >= agents.ping_interval:
+            agents.last_ping = now
+        following = self._next(uuid)
+        if following is not None and following.dead:
+            utils.safeLog(
+                utils.log, logging.ERROR,
+                'dispatcher %s found dispatcher %s dead (last ping %s, death '
+                'interval %s); deactivating it to recover its jobs',
+                uuid, following.UUID, following.last_ping,
+                following.ping_death_interval)
+            following.deactivate()
+        return following
+
+    def _next(self, uuid):
+        """The next activated dispatcher after `uuid`, wrapping around."""
+        after = self._data.values(min=uuid, excludemin=True)
+        for agents in list(after) + list(self._data.values(max=uuid,
+                                                            excludemax=True)):
+            if agents.activated:
+                return agents
+        return None

@@ -1,0 +1,214 @@
+"""Retry policies: what a job does when it fails, when committing its result
+fails, or when its process died while it ran.
+
+A policy is made per run by ``job.getRetryPolicy()`` from the job's
+``retry_policy_factory`` (None means the default: ``RetryCommonFourTimes``
+for queued jobs, ``RetryCommonForever`` for callbacks).  Each decision
+answers True (retry now), False (give up) or a ``datetime``/``timedelta``
+(reschedule the job in its queue; zero or past means the front).
+
+Counts live in ``job.annotations`` so that they survive a crash; because an
+abort undoes them, the job also keeps them in an in-memory ``data_cache``
+and asks ``updateData`` to write them back after every abort.
+
+The classes here are stored by reference on jobs: they are on-disk API.
+"""
+import logging
+import time
+
+import transaction.interfaces
+import zope.component
+import zope.interface
+import ZEO.Exceptions
+
+from zcasync import interfaces
+from zcasync import utils
+
+
+def _isDisconnect(failure):
+    return failure.check(ZEO.Exceptions.ClientDisconnected) is not None
+
+
+def _isTransactionError(failure):
+    return failure.check(transaction.interfaces.TransactionError) is not None
+
+
+@zope.interface.implementer(interfaces.IRetryPolicy)
+class BasePolicy:
+    """Shared mechanics: named counters kept in the job's annotations."""
+
+    #: How long to sleep before retrying after a ZEO disconnect, by count.
+    disconnect_sleeps = (5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60)
+
+    def __init__(self, job):
+        self.parent = self.__parent__ = job
+        self.key = 'zcasync.%s' % type(self).__name__
+
+    # -- counters ----------------------------------------------------------
+
+    def _counts(self, data_cache):
+        counts = data_cache.get(self.key)
+        if counts is None:
+            stored = self.parent.annotations.get(self.key)
+            counts = dict(stored) if stored else {}
+            data_cache[self.key] = counts
+        return counts
+
+    def _increment(self, name, data_cache):
+        counts = self._counts(data_cache)
+        counts[name] = counts.get(name, 0) + 1
+        self.parent.annotations[self.key] = dict(counts)
+        return counts[name]
+
+    def updateData(self, data_cache):
+        counts = data_cache.get(self.key)
+        if counts is not None:
+            self.parent.annotations[self.key] = dict(counts)
+
+    def sleep(self, seconds):
+        """Sleep before a retry (tests replace it)."""
+        time.sleep(seconds)
+
+    def _sleepForDisconnect(self, count):
+        sleeps = self.disconnect_sleeps
+        self.sleep(sleeps[min(count, len(sleeps)) - 1])
+
+    # -- decisions (override) ------------------------------------------
+
+    def jobError(self, failure, data_cache):
+        return False
+
+    def commitError(self, failure, data_cache):
+        return False
+
+    def interrupted(self):
+        return False
+
+
+class RetryCommonFourTimes(BasePolicy):
+    """The default for queued jobs.
+
+    - ZEO ``ClientDisconnected``: retried without limit, sleeping 5, 10, ...
+      up to 60 seconds between attempts;
+    - ZODB transaction errors (ConflictError and the like): up to 5
+      attempts in all;
+    - any other exception from the job: not retried (stored as the result);
+    - interruptions (the process died while it ran): retried up to 9 times.
+    """
+
+    transaction_error_attempts = 5
+    interruptions = 9
+
+    def _decide(self, failure, data_cache, kind):
+        if _isDisconnect(failure):
+            count = self._increment('disconnect', data_cache)
+            self._sleepForDisconnect(count)
+            return True
+        if _isTransactionError(failure):
+            count = self._increment(kind, data_cache)
+            return count < self.transaction_error_attempts
+        return False
+
+    def jobError(self, failure, data_cache):
+        return self._decide(failure, data_cache, 'transaction error')
+
+    def commitError(self, failure, data_cache):
+        return self._decide(failure, data_cache, 'transaction error')
+
+    def interrupted(self):
+        count = self._increment('interruption', {})
+        return count <= self.interruptions
+
+
+class RetryCommonForever(BasePolicy):
+    """The default for callbacks and recovery jobs: conflicts, disconnects,
+    interruptions and any error while committing are retried forever.
+
+    Commit errors that are not transient are logged at CRITICAL on the
+    first attempt and every fifth after it: something is wrong that a human
+    should look at.  Other exceptions raised by the job are not retried.
+    """
+
+    critical_every = 5
+
+    def jobError(self, failure, data_cache):
+        if _isDisconnect(failure):
+            count = self._increment('disconnect', data_cache)
+            self._sleepForDisconnect(count)
+            return True
+        if _isTransactionError(failure):
+            self._increment('transaction error', data_cache)
+            return True
+        return False
+
+    def commitError(self, failure, data_cache):
+        if _isDisconnect(failure):
+            count = self._increment('disconnect', data_cache)
+            self._sleepForDisconnect(count)
+            return True
+        if _isTransactionError(failure):
+            self._increment('transaction error', data_cache)
+            return True
+        count = self._increment('other commit error', data_cache)
+        if count == 1 or count % self.critical_every == 0:
+            utils.safeLog(
+                utils.log, logging.CRITICAL,
+                'commit of %r failed %d time(s) and will be retried '
+                'forever; this needs attention:\n%s',
+                self.parent, count, failure.getTraceback())
+        self.sleep(min(count, 10) * 0.1)
+        return True
+
+    def interrupted(self):
+        self._increment('interruption', {})
+        return True
+
+
+class NeverRetry(BasePolicy):
+    """For non-transactional work (sending mail, charging a card): never
+    retried, and never re-run after an interruption (it fails with an
+    AbortedError instead)."""
+
+    def interrupted(self):
+        self._increment('interruption', {})
+        return False
+
+
+#: Built-in names accepted as a job's ``retry_policy_factory``.
+POLICIES = {
+    'RetryCommonFourTimes': RetryCommonFourTimes,
+    'RetryCommonForever': RetryCommonForever,
+    'NeverRetry': NeverRetry,
+}
+
+DEFAULT = 'default'
+CALLBACK = 'callback'
+_DEFAULTS = {DEFAULT: RetryCommonFourTimes, CALLBACK: RetryCommonForever}
+
+
+def lookup(name):
+    """The policy factory registered as `name` (a zope.component utility
+    providing IRetryPolicyFactory, or a built-in name)."""
+    factory = zope.component.queryUtility(
+        interfaces.IRetryPolicyFactory, name)
+    if factory is None:
+        factory = POLICIES.get(name) or _DEFAULTS.get(name)
+    if factory is None:
+        raise LookupError(
+            'no retry policy factory is registered as %r; use one of %s, '
+            'register a zcasync.interfaces.IRetryPolicyFactory utility with '
+            'that name, or pass the factory itself'
+            % (name, ', '.join(sorted(POLICIES))))
+    return factory
+
+
+def checkFactory(factory):
+    """Validate a retry_policy_factory value before it is stored."""
+    if factory is None or callable(factory):
+        return factory
+    if isinstance(factory, str):
+        lookup(factory)
+        return factory
+    raise TypeError(
+        'retry_policy_factory must be None, a callable taking the job, or '
+        'the name of a registered policy, not %r' % (factory,))

@@ -1,0 +1,138 @@
+"""``zcasync.local``: what a running job can know about where it runs.
+
+Inside a running job (in a dispatcher's worker thread, or any thread that
+calls a job), ``getJob()`` is that job.  When a dispatcher runs the job,
+``getDispatcher()``, ``getReactor()``, ``getQueue()`` and
+``getAgentName()`` tell where, and the live annotations talk to the rest of
+the world through another connection without committing the job's own
+transaction::
+
+    zcasync.local.setLiveAnnotation('progress', 0.5)
+    answer = zcasync.local.getLiveAnnotation('stop?', timeout=10)
+
+Outside a running job they raise ``ValueError``.
+"""
+import pickle
+import threading
+import time
+
+import persistent
+
+_local = threading.local()
+
+
+def _stack():
+    stack = getattr(_local, 'jobs', None)
+    if stack is None:
+        stack = _local.jobs = []
+    return stack
+
+
+def pushJob(job):
+    _stack().append(job)
+
+
+def popJob():
+    _stack().pop()
+
+
+def setDispatcherContext(dispatcher=None, agent_name=None):
+    """Called by a dispatcher's worker thread (None to clear)."""
+    _local.dispatcher = dispatcher
+    _local.agent_name = agent_name
+
+
+def _required(value, what):
+    if value is None:
+        raise ValueError(
+            '%s is only available inside a job that a dispatcher runs; '
+            'this thread is not running one' % what)
+    return value
+
+
+def getJob():
+    """The job running in this thread."""
+    stack = _stack()
+    return _required(stack[-1] if stack else None, 'zcasync.local.getJob()')
+
+
+def getQueue():
+    return getJob().queue
+
+
+def getDispatcher():
+    getJob()
+    return _required(getattr(_local, 'dispatcher', None),
+                     'zcasync.local.getDispatcher()')
+
+
+def getReactor():
+    return getDispatcher().reactor
+
+
+def getAgentName():
+    getJob()
+    return _required(getattr(_local, 'agent_name', None),
+                     'zcasync.local.getAgentName()')
+
+
+class _NoPersistent(pickle.Pickler):
+
+    def persistent_id(self, obj):
+        if isinstance(obj, persistent.Persistent):
+            raise ValueError(
+                'a live annotation must not be or contain a persistent '
+                'object (found %r); store plain values (numbers, strings, '
+                'lists, dicts), or an oid to look the object up' % (obj,))
+        return None
+
+
+def checkPlainValue(value):
+    import io
+    try:
+        _NoPersistent(io.BytesIO()).dump(value)
+    except ValueError:
+        raise
+    except Exception as e:
+        raise ValueError('a live annotation must be picklable: %r (%s)'
+                         % (value, e)) from None
+
+
+def _target(job):
+    if job is None:
+        job = getJob()
+    oid = job._p_oid
+    if oid is None or job._p_jar is None:
+        raise ValueError('live annotations need a stored job; %r is not '
+                         'stored' % (job,))
+    return getDispatcher(), (oid, job._p_jar.db().database_name)
+
+
+def setLiveAnnotation(name, value, job=None):
+    """Write ``job.annotations[name] = value`` at once, in another
+    connection (the dispatcher's), so that other processes see it without
+    this job committing."""
+    checkPlainValue(value)
+    dispatcher, job_id = _target(job)
+    dispatcher.callInReactor(
+        dispatcher._setLiveAnnotation, job_id, name, value)
+
+
+_MISSING = object()
+
+
+def getLiveAnnotation(name, default=None, timeout=0, poll=1, job=None):
+    """Read ``job.annotations[name]`` as committed now (not as of this
+    job's transaction), waiting up to `timeout` seconds for it to appear,
+    re-reading every `poll` seconds; `default` if it never does."""
+    dispatcher, job_id = _target(job)
+    deadline = time.monotonic() + timeout
+    while True:
+        value = dispatcher.callInReactor(
+            dispatcher._getLiveAnnotation, job_id, name, _MISSING)
+        if value is not _MISSING:
+            return value
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return default
+        time.sleep(min(poll, remaining))

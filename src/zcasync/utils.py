@@ -1,0 +1,246 @@
+"""Small shared helpers: time, loggers, storable failures, identities."""
+import datetime
+import logging
+import pickle
+import reprlib
+import sys
+
+import twisted.python.failure
+from twisted.python import reflect
+
+#: Lifecycle and errors.
+log = logging.getLogger('zcasync.events')
+#: Polls and job runs.
+tracelog = logging.getLogger('zcasync.trace')
+
+UTC = datetime.timezone.utc
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=UTC)
+
+
+# --- time -----------------------------------------------------------------
+# Every datetime zcasync stores or reports is timezone-aware UTC.  The clock
+# is injectable (``setClock``) so that tests can move time without patching
+# the datetime module.
+
+def _system_clock():
+    return datetime.datetime.now(UTC)
+
+
+_clock = _system_clock
+
+
+def now():
+    """The current time, aware UTC."""
+    return _clock()
+
+
+def setClock(clock=None):
+    """Use `clock` (a callable returning an aware datetime) as the time
+    source; None restores the system clock.  Returns the previous clock."""
+    global _clock
+    previous = _clock
+    _clock = clock if clock is not None else _system_clock
+    return previous
+
+
+def checkAware(value, name='datetime'):
+    """Refuse naive datetimes; return `value` converted to UTC."""
+    if not isinstance(value, datetime.datetime):
+        raise TypeError('%s must be a datetime.datetime, not %r'
+                        % (name, value))
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(
+            '%s %r is naive: zcasync stores only timezone-aware datetimes; '
+            'use e.g. datetime.datetime.now(datetime.timezone.utc)'
+            % (name, value))
+    return value.astimezone(UTC)
+
+
+def toMicros(value):
+    """Microseconds since the epoch for an aware datetime."""
+    delta = value - EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1000000 + \
+        delta.microseconds
+
+
+def fromMicros(micros):
+    return EPOCH + datetime.timedelta(microseconds=micros)
+
+
+# --- identities -----------------------------------------------------------
+
+def databaseName(ob):
+    jar = getattr(ob, '_p_jar', None)
+    if jar is None:
+        return None
+    return jar.db().database_name
+
+
+def jobId(job):
+    """(oid, database name) of a stored object."""
+    return (job._p_oid, databaseName(job))
+
+
+def shortRepr(value, limit=200):
+    r = reprlib.Repr()
+    r.maxstring = r.maxother = limit
+    r.maxlong = limit
+    try:
+        return r.repr(value)
+    except Exception:
+        return '<unrepresentable %s>' % type(value).__name__
+
+
+# --- failures -------------------------------------------------------------
+
+class ReprString(str):
+    """A string that is its own repr: a value already turned into a repr,
+    shown as such in verbose tracebacks."""
+
+    def __repr__(self):
+        return str(self)
+
+    def __reduce__(self):
+        return (ReprString, (str(self),))
+
+
+class UnpicklableError(Exception):
+    """Stands in for an exception that cannot be pickled; its message names
+    the original exception class and repeats its message."""
+
+
+_VAR_LIMIT = 300
+
+
+def _reprVars(items):
+    import types
+    return [(name, ReprString(shortRepr(value, _VAR_LIMIT)))
+            for name, value in items
+            if not (name.startswith('__') and name.endswith('__'))
+            and not isinstance(value, (types.ModuleType, type,
+                                       types.FunctionType))]
+
+
+def _picklable(value):
+    try:
+        pickle.dumps(value)
+    except Exception:
+        return False
+    return True
+
+
+class Failure(twisted.python.failure.Failure):
+    """A Twisted failure that can be stored in the database.
+
+    ``clean()`` (called by the job before storing) drops live frames and
+    objects, keeping the exception type, value and a text traceback with
+    locals and globals as reprs, so that any process can read it.
+    """
+
+    def __init__(self, exc_value=None, exc_type=None, exc_tb=None,
+                 captureVars=True):
+        super().__init__(exc_value, exc_type, exc_tb, captureVars)
+
+    def clean(self):
+        """Make the failure storable; returns self."""
+        if self.__dict__.get('_zcasync_clean'):
+            return self
+        frames = [
+            (name, filename, lineno, _reprVars(localz), _reprVars(globalz))
+            for name, filename, lineno, localz, globalz in self.frames]
+        _ = self.parents
+        if not _picklable(self.value) or not _picklable(self.type):
+            original = '%s: %s' % (reflect.qual(self.type),
+                                   reflect.safe_str(self.value))
+            self.value = UnpicklableError(original)
+            self.type = UnpicklableError
+        value = self.value
+        if getattr(value, '__traceback__', None) is not None:
+            value.__traceback__ = None
+        for attr in ('__context__', '__cause__'):
+            if getattr(value, attr, None) is not None:
+                try:
+                    setattr(value, attr, None)
+                except Exception:
+                    pass
+        self.__dict__.pop('_frames', None)
+        self.tb = None
+        self._frames = frames
+        self.pickled = 1
+        self._zcasync_clean = True
+        return self
+
+    cleanFailure = clean
+
+    def __getstate__(self):
+        self.clean()
+        state = dict(self.__dict__)
+        state['frames'] = state.pop('_frames')
+        state['parents'] = state.pop('_parents', None)
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        state['_frames'] = state.pop('frames', [])
+        state['_parents'] = state.pop('parents', None)
+        state.pop('stack', None)
+        self.__dict__.update(state)
+
+    def __reduce__(self):
+        return (_newFailure, (), self.__getstate__())
+
+    def __repr__(self):
+        return '<zcasync.Failure %s: %s>' % (
+            reflect.qual(self.type), self.getErrorMessage())
+
+    def getVerboseTraceback(self):
+        return self.getTraceback(detail='verbose')
+
+    def __eq__(self, other):
+        return self is other
+
+    __hash__ = object.__hash__
+
+
+def _newFailure():
+    return Failure.__new__(Failure)
+
+
+def makeFailure(exc=None):
+    """A clean Failure for the exception being handled, or for `exc`."""
+    if exc is None:
+        return Failure().clean()
+    if isinstance(exc, twisted.python.failure.Failure):
+        if isinstance(exc, Failure):
+            return exc.clean()
+        f = Failure(exc.value, exc.type, exc.getTracebackObject())
+        return f.clean()
+    return Failure(exc, type(exc), exc.__traceback__).clean()
+
+
+def isFailure(value):
+    return isinstance(value, twisted.python.failure.Failure)
+
+
+def exceptionClassName(failure):
+    return reflect.qual(failure.type)
+
+
+def currentThreadId():
+    import threading
+    return threading.get_ident()
+
+
+def safeLog(logger, level, msg, *args, **kw):
+    """Log, formatting the message at once (records that mention persistent
+    objects must not be formatted later, after their connection closed)."""
+    if logger.isEnabledFor(level):
+        try:
+            text = msg % args if args else msg
+        except Exception:
+            text = '%s %s' % (msg, shortRepr(args))
+        logger.log(level, '%s', text, **kw)
+
+
+def formatException():
+    return ''.join(__import__('traceback').format_exception(*sys.exc_info()))
