@@ -480,8 +480,14 @@ class Job(persistent.Persistent):
 
     def _runCallbacks(self, tm):
         while True:
-            for callback in list(self.callbacks):
+            ran = list(self.callbacks)
+            for callback in ran:
                 self._runCallback(callback)
+            # each callback's commit shows this connection what others
+            # committed meanwhile: re-read the list (which also loads it, so
+            # that touching it below really writes it) and run late arrivals
+            if len(self.callbacks) != len(ran):
+                continue
             self._status = COMPLETED
             self.active_end = utils.now()
             # a callback added concurrently writes the same list: touching

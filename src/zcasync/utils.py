@@ -154,6 +154,10 @@ class Failure(twisted.python.failure.Failure):
                                    reflect.safe_str(self.value))
             self.value = UnpicklableError(original)
             self.type = UnpicklableError
+            # check()/trap() match the stand-in as well as the original
+            # class (self.parents was computed from the original above)
+            self._parents = [reflect.qual(UnpicklableError)] + list(
+                self._parents)
         value = self.value
         if getattr(value, '__traceback__', None) is not None:
             value.__traceback__ = None
