@@ -7,9 +7,10 @@ its queue with its ``filter`` (or lets its ``chooser`` pick), holds the
 jobs while they run, and, when one completes, moves it to ``completed``:
 a collection of recently completed jobs kept for about a week.
 
-Held jobs live in an OOBTree keyed by claim order, so that a claim (in the
-dispatcher's poll) and a completion (in a worker thread) that commit at
-once are resolved instead of conflicting.
+Held jobs live in a ``zcasync.queue.JobTree`` keyed by claim order, so
+that a claim (in the dispatcher's poll) and a completion (in a worker
+thread) that commit at once are resolved instead of conflicting (a plain
+OOBTree refuses: the completion removes the bucket's first key).
 """
 import datetime
 
@@ -20,6 +21,7 @@ import zope.interface
 
 from zcasync import interfaces
 from zcasync import utils
+from zcasync.queue import JobTree
 
 #: How long completed jobs are kept in ``agent.completed``.
 COMPLETED_KEEP = datetime.timedelta(days=7)
@@ -67,7 +69,9 @@ class CompletedJobs(persistent.Persistent):
             low = (-utils.toMicros(utils.checkAware(stop, 'stop')),)
         if start is not None:
             high = (-utils.toMicros(utils.checkAware(start, 'start')) + 1,)
-        return iter(self._data.values(min=low, max=high, excludemax=True))
+        # (excludemax without a max would drop the oldest job)
+        return iter(self._data.values(min=low, max=high,
+                                      excludemax=high is not None))
 
     def first(self):
         """The newest completed job (None when empty)."""
@@ -103,7 +107,7 @@ class Agent(persistent.Persistent):
         self.chooser = chooser
         self.filter = filter
         self.size = size
-        self._jobs = BTrees.OOBTree.OOBTree()
+        self._jobs = JobTree()
         self.completed = CompletedJobs()
 
     @property

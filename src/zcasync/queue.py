@@ -12,8 +12,11 @@ pending jobs and concurrent writers rarely conflict:
   ``max(put time, begin_after)`` -- so due jobs come out first-in
   first-out and scheduled jobs come out when due, in ``begin_after``
   order.  A put adds one key near the end of the tree, a claim removes one
-  near the start: BTrees resolve such concurrent changes, and each touches
-  one bucket.
+  near the start, and each touches one bucket.  The tree is a ``JobTree``:
+  plain BTrees refuse to merge a removal of a bucket's *first* key with
+  any concurrent change to that bucket (a claim and a put in a small
+  queue, whose jobs share one bucket, would always conflict); a
+  ``JobTree`` merges them when that is safe (see ``_mergeBuckets``).
 - the length is a ``BTrees.Length`` (conflict-resolving counter).
 - two claims of the same job both write the job (its ``parent``), which
   has no conflict resolution: exactly one commits.
@@ -22,9 +25,12 @@ Quotas are plain persistent objects *without* conflict resolution: two
 processes that fill the same quota at once conflict, so a quota can never
 overfill.
 """
+import itertools
+
 import BTrees.Length
 import BTrees.OOBTree
 import persistent
+from BTrees.Interfaces import BTreesConflictError
 import zope.interface
 
 from zcasync import instanceuuid
@@ -35,6 +41,118 @@ from zcasync import utils
 from zcasync.interfaces import ACTIVE, ASSIGNED, CALLBACKS
 
 FRONT, NORMAL = 0, 1
+_UNSTORED = itertools.count()
+
+# BTreesConflictError reasons handled by JobTree (see BTrees' merge code)
+_EMPTIED, _FIRST_DELETED = 12, 13
+_MISSING = object()
+
+
+def _bucketItems(state):
+    if state is None:
+        return []
+    flat = state[0]
+    return list(zip(flat[0::2], flat[1::2]))
+
+
+def _same(a, b):
+    if a is b:
+        return True
+    try:
+        return a == b
+    except ValueError:  # two different ZODB PersistentReferences
+        return False
+
+
+def _mergeBuckets(old, committed, new, inline):
+    """Three-way merge of bucket states that BTrees refused only because
+    one side removed the bucket's first key (or, for a tree held in one
+    inline bucket, emptied it).  Returns the merged bucket state, None for
+    an empty inline tree; raises BTreesConflictError when unsafe.
+
+    A key removed, changed or added by both sides is a real conflict (two
+    claims of one job).  Removing a bucket's first key may have moved the
+    parent node's separator up to that side's new first key, so keys the
+    other side added must sort after it; an emptied bucket is unlinked
+    from its tree, so only an inline tree may end up empty.
+    """
+    o, c, n = (_bucketItems(s) for s in (old, committed, new))
+    cd, nd = dict(c), dict(n)
+    merged = {}
+    for key, value in o:
+        cv, nv = cd.get(key, _MISSING), nd.get(key, _MISSING)
+        c_changed = cv is _MISSING or not _same(cv, value)
+        n_changed = nv is _MISSING or not _same(nv, value)
+        if c_changed and n_changed:
+            raise BTreesConflictError(-1, -1, -1, 5)
+        result = cv if c_changed else nv
+        if result is not _MISSING:
+            merged[key] = result
+    old_keys = {key for key, value in o}
+    added_c = [key for key, value in c if key not in old_keys]
+    added_n = [key for key, value in n if key not in old_keys]
+    if set(added_c) & set(added_n):
+        raise BTreesConflictError(-1, -1, -1, 6)
+    for key in added_c:
+        merged[key] = cd[key]
+    for key in added_n:
+        merged[key] = nd[key]
+    if not inline:
+        if not merged or not c or not n:
+            raise BTreesConflictError(-1, -1, -1, _EMPTIED)
+        first = o[0][0]
+        for side, added_other in ((c, added_n), (n, added_c)):
+            if side[0][0] > first and any(k < side[0][0]
+                                          for k in added_other):
+                raise BTreesConflictError(-1, -1, -1, _FIRST_DELETED)
+    if not merged:
+        return None
+    flat = []
+    for key in sorted(merged):
+        flat.extend((key, merged[key]))
+    state = (tuple(flat),)
+    if not inline and old is not None and len(old) > 1:
+        state += (old[1],)  # BTrees checked that no side changed `next`
+    return state
+
+
+class JobBucket(BTrees.OOBTree.OOBucket):
+    """A bucket of a ``JobTree``."""
+
+    def _p_resolveConflict(self, old, committed, new):
+        try:
+            return super()._p_resolveConflict(old, committed, new)
+        except BTreesConflictError as e:
+            if e.reason != _FIRST_DELETED:
+                raise
+        return _mergeBuckets(old, committed, new, inline=False)
+
+
+def _inlineBucket(state):
+    if state is None:
+        return None
+    return state[0][0]
+
+
+class JobTree(BTrees.OOBTree.OOBTree):
+    """An OOBTree whose conflict resolution also merges the removal of the
+    first key with concurrent changes elsewhere in the same bucket: a
+    claim (removes the oldest job) with a put (adds the newest), or a
+    job completing in an agent with a claim by that agent."""
+
+    _bucket_type = JobBucket
+
+    def _p_resolveConflict(self, old, committed, new):
+        try:
+            return super()._p_resolveConflict(old, committed, new)
+        except BTreesConflictError as e:
+            # a tree of several buckets fails with another reason
+            if e.reason not in (_EMPTIED, _FIRST_DELETED):
+                raise
+        bucket = _mergeBuckets(*(_inlineBucket(s)
+                                 for s in (old, committed, new)),
+                               inline=True)
+        return None if bucket is None else ((bucket,),)
 
 
 @zope.interface.implementer(interfaces.IQueues)
@@ -219,7 +337,7 @@ class Queue(persistent.Persistent):
     parent = None
 
     def __init__(self):
-        self._jobs = BTrees.OOBTree.OOBTree()
+        self._jobs = JobTree()
         self._length = BTrees.Length.Length(0)
         self.quotas = Quotas()
         self.quotas.parent = self
@@ -277,7 +395,9 @@ class Queue(persistent.Persistent):
             stamp = job.begin_after
         if job.begin_after is None:
             job.begin_after = utils.now()
-        token = job._p_oid or b'~%x' % id(job)
+        # a job not stored yet (the queue is not stored either) has no oid:
+        # a process-wide counter keeps such puts first-in first-out
+        token = job._p_oid or b'~%016x' % next(_UNSTORED)
         key = (lane, utils.toMicros(stamp), token)
         job._queue_key = key
         job.parent = self
