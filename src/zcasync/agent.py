@@ -13,6 +13,8 @@ thread) that commit at once are resolved instead of conflicting (a plain
 OOBTree refuses: the completion removes the bucket's first key).
 """
 import datetime
+import heapq
+import itertools
 
 import BTrees.Length
 import BTrees.OOBTree
@@ -33,57 +35,87 @@ def _token(job):
 
 
 class CompletedJobs(persistent.Persistent):
-    """Recently completed jobs, newest first."""
+    """Recently completed jobs, newest first.
+
+    The jobs are spread over a few OOBTrees (by oid) keyed newest first, so
+    that worker threads completing jobs at the same moment rarely write the
+    same bucket (a bucket split conflicts with any concurrent insert into
+    it); reading merges the trees.
+    """
+
+    SHARDS = 16
 
     def __init__(self):
-        self._data = BTrees.OOBTree.OOBTree()
+        self._shards = tuple(BTrees.OOBTree.OOBTree()
+                             for i in range(self.SHARDS))
         self._length = BTrees.Length.Length(0)
+
+    def _shard(self, token):
+        if token[:1] == b'~':
+            return self._shards[hash(token) % len(self._shards)]
+        return self._shards[int.from_bytes(token[-4:], 'big') %
+                            len(self._shards)]
 
     def add(self, job):
         stamp = job.active_end or utils.now()
-        self._data[(-utils.toMicros(stamp), _token(job))] = job
+        token = _token(job)
+        shard = self._shard(token)
+        shard[(-utils.toMicros(stamp), token)] = job
         self._length.change(1)
         self._prune()
 
-    def _prune(self):
-        cutoff = -utils.toMicros(utils.now() - COMPLETED_KEEP)
-        old = list(self._data.keys(min=(cutoff, b''), excludemin=True))
-        for key in old[-_PRUNE_BATCH:]:
-            del self._data[key]
-            self._length.change(-1)
+    def _prune(self, shard=None):
+        """Drop jobs completed more than COMPLETED_KEEP ago (a batch per
+        call; the oldest job of each shard is its last key)."""
+        cutoff = (-utils.toMicros(utils.now() - COMPLETED_KEEP), b'')
+        budget = _PRUNE_BATCH
+        for shard in self._shards:
+            while budget and shard and shard.maxKey() > cutoff:
+                del shard[shard.maxKey()]
+                self._length.change(-1)
+                budget -= 1
 
     def __len__(self):
         return self._length()
 
-    def __iter__(self):
-        return iter(self._data.values())
-
     def __bool__(self):
         return self._length() > 0
+
+    def _merged(self, **kw):
+        return (job for key, job in heapq.merge(
+            *(shard.items(**kw) for shard in self._shards),
+            key=lambda item: item[0]))
+
+    def __iter__(self):
+        return self._merged()
 
     def iter(self, start=None, stop=None):
         """Completed jobs newest first, with ``start <= completion <=
         stop`` (aware datetimes; None means open-ended)."""
-        low = high = None
+        kw = {}
         if stop is not None:
-            low = (-utils.toMicros(utils.checkAware(stop, 'stop')),)
+            kw['min'] = (-utils.toMicros(utils.checkAware(stop, 'stop')),)
         if start is not None:
-            high = (-utils.toMicros(utils.checkAware(start, 'start')) + 1,)
-        # (excludemax without a max would drop the oldest job)
-        return iter(self._data.values(min=low, max=high,
-                                      excludemax=high is not None))
+            kw['max'] = (
+                -utils.toMicros(utils.checkAware(start, 'start')) + 1,)
+            kw['excludemax'] = True
+        return self._merged(**kw)
 
     def first(self):
         """The newest completed job (None when empty)."""
-        if not self._data:
+        keys = [(s.minKey(), s) for s in self._shards if s]
+        if not keys:
             return None
-        return self._data[self._data.minKey()]
+        key, shard = min(keys, key=lambda item: item[0])
+        return shard[key]
 
     def last(self):
         """The oldest completed job (None when empty)."""
-        if not self._data:
+        keys = [(s.maxKey(), s) for s in self._shards if s]
+        if not keys:
             return None
-        return self._data[self._data.maxKey()]
+        key, shard = max(keys, key=lambda item: item[0])
+        return shard[key]
 
 
 @zope.interface.implementer(interfaces.IAgent)

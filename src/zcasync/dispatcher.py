@@ -23,6 +23,7 @@ import transaction.interfaces
 
 from zcasync import instanceuuid
 from zcasync import interfaces
+from zcasync import invalidations
 from zcasync import threadlocal
 from zcasync import utils
 
@@ -41,8 +42,10 @@ STUCK = 'STUCK'
 
 
 def pollKey(micros, sequence=0):
-    """Newer polls have smaller keys; 16 key units per microsecond."""
-    return ((_MAX_MICROS - micros) << 4) | sequence
+    """Newer polls have smaller keys; 16 key units per microsecond, the
+    low 4 bits ordering (newest smallest) up to 16 polls made within one
+    microsecond."""
+    return ((_MAX_MICROS - micros) << 4) | (15 - sequence)
 
 
 class Poll(dict):
@@ -169,6 +172,7 @@ class Dispatcher:
         self._pool_added = 0
         self._pool_lock = threading.Lock()
         self._activated_in = set()
+        self._pinged = set()
         self._jobs = collections.OrderedDict()
         self._jobs_lock = threading.Lock()
         self._next_call = None
@@ -178,6 +182,12 @@ class Dispatcher:
         self._sequence = (0, 0)
         self._reactor_thread = None
         self._trigger = None
+        self._watch = None
+        self._watched = frozenset()  # oids: a change calls for a poll
+        self._urgent = frozenset()  # oids: ... at once (new jobs)
+        self._poll_instance = None
+        self._soon = None  # the delay of the poll already asked for
+        self._last_heartbeat = None
 
     # -- life cycle ------------------------------------------------------
 
@@ -204,6 +214,8 @@ class Dispatcher:
         self._reactor_thread = threading.get_ident()
         self.conn = self.db.open(
             transaction_manager=transaction.TransactionManager())
+        self._poll_instance = self.conn._storage
+        self._watch = invalidations.watch(self.db, self._invalidated)
         self.poll()
 
     def _shutdown(self):
@@ -217,6 +229,9 @@ class Dispatcher:
         if not self.activated:
             raise ValueError('dispatcher %s is not activated' % self.UUID)
         self.activated = None
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         if self._next_call is not None and self._next_call.active():
             self._next_call.cancel()
         self._next_call = None
@@ -235,6 +250,7 @@ class Dispatcher:
             self.conn.close()
             self.conn = None
         self._activated_in.clear()
+        self._pinged.clear()
         for pool in list(self._pools.values()):
             pool.close()
         self._pools.clear()
@@ -296,6 +312,29 @@ class Dispatcher:
 
     # -- polling ---------------------------------------------------------
 
+    #: Seconds a poll waits when only room was freed (a job completed), so
+    #: that completions arriving together are claimed for in one commit.
+    room_delay = 0.005
+
+    def _invalidated(self, oids, committing_instance):
+        """Invalidation listener (any thread): a commit touched what this
+        dispatcher watches -> poll soon; at once when jobs were added.
+        The poll's own commits are ignored."""
+        if committing_instance is not None and \
+                committing_instance is self._poll_instance:
+            return
+        if self._soon == 0 or self._watched.isdisjoint(oids):
+            return
+        delay = 0 if not self._urgent.isdisjoint(oids) else self.room_delay
+        if self._soon is not None and self._soon <= delay:
+            return
+        self._soon = delay
+        self.reactor.callFromThread(self._pollSoon, delay)
+
+    def _pollSoon(self, delay):
+        if self.activated and self.conn is not None:
+            self._schedule(delay)
+
     def _schedule(self, delay):
         if self._next_call is not None and self._next_call.active():
             self._next_call.cancel()
@@ -307,9 +346,19 @@ class Dispatcher:
             return
         self._next_call = None
         self._polling = True
+        self._soon = None
+        self._next_due = None
+        now = utils.now()
+        heartbeat = self._last_heartbeat is None or (
+            now - self._last_heartbeat).total_seconds() >= \
+            self.poll_interval * 0.9
+        if heartbeat:
+            self._last_heartbeat = now
+        self._heartbeat = heartbeat
+        watched, urgent = set(), set()
         poll = self._newPoll()
         try:
-            self._pollQueues(poll)
+            self._pollQueues(poll, watched, urgent)
         except Exception:
             utils.safeLog(utils.log, logging.ERROR,
                           'dispatcher %s: poll failed:\n%s',
@@ -322,8 +371,20 @@ class Dispatcher:
             if poll != self._last_logged:
                 self._last_logged = poll
                 utils.tracelog.debug('poll %s: %r', poll.key, dict(poll))
+            if watched:
+                self._watched = frozenset(watched)
+                self._urgent = frozenset(urgent)
             if self.activated:
-                self._schedule(self.poll_interval)
+                self._schedule(self._delay())
+
+    def _delay(self):
+        """Seconds to the next heartbeat poll, or to the next scheduled job
+        coming due if that is sooner."""
+        delay = self.poll_interval
+        if self._next_due is not None:
+            due = (self._next_due - utils.now()).total_seconds()
+            delay = max(0, min(delay, due))
+        return delay
 
     def _newPoll(self):
         poll = Poll()
@@ -336,17 +397,40 @@ class Dispatcher:
         poll.utc_timestamp = started
         return poll
 
-    def _pollQueues(self, poll):
+    def _pollQueues(self, poll, watched, urgent):
         tm = self.conn.transaction_manager
         tm.begin()
-        queues = self.conn.root().get(interfaces.KEY)
+        root = self.conn.root()
+        urgent.add(root._p_oid)
+        queues = root.get(interfaces.KEY)
         if queues is None:
+            watched.update(urgent)
             return
+        urgent.add(queues._data._p_oid)
         for name, queue in queues.items():
             poll[name] = self._pollQueue(tm, name, queue, poll)
+            self._watch_queue(queue, watched, urgent)
+        watched.update(urgent)
         names = set(poll)
         for key in [k for k in self._pools if k[0] not in names]:
             self._pools.pop(key).close()
+
+    def _watch_queue(self, queue, watched, urgent):
+        """Remember what, when changed by a commit, calls for a poll: the
+        queue's length (a put), the registry, and every agent's held jobs
+        (room freed, also in a quota shared with other processes)."""
+        urgent.add(queue._length._p_oid)
+        registry = queue.dispatchers
+        urgent.add(registry._data._p_oid)
+        for agents in registry.values():
+            watched.add(agents._agents._p_oid)
+            for agent in agents.values():
+                watched.add(agent._p_oid)
+                watched.add(agent._jobs._p_oid)
+        due = queue.nextDue()
+        if due is not None and (self._next_due is None or
+                                due < self._next_due):
+            self._next_due = due
 
     def _activateIn(self, tm, name, queue):
         agents = queue.dispatchers.get(self.UUID)
@@ -369,11 +453,18 @@ class Dispatcher:
         return agents
 
     def _pollQueue(self, tm, name, queue, poll):
-        if name not in self._activated_in:
+        # a queue removed and added again under this name no longer
+        # knows this dispatcher: register there afresh
+        if name not in self._activated_in or \
+                self.UUID not in queue.dispatchers:
             if self._activateIn(tm, name, queue) is None:
                 return None
-        queue.dispatchers.ping(self.UUID)
-        tm.commit()
+        if self._heartbeat or name not in self._pinged:
+            # pings and the look at the next dispatcher in the ring belong
+            # to the heartbeat, not to every poll a commit calls for
+            queue.dispatchers.ping(self.UUID)
+            tm.commit()
+            self._pinged.add(name)
         agents = queue.dispatchers[self.UUID]
         info = {}
         seen = set()
@@ -402,6 +493,7 @@ class Dispatcher:
                 job = agent.claimJob()
                 if job is None:
                     break
+                job._activate()  # claim and start recorded in one commit
                 claimed.append(job)
             if claimed:
                 tm.commit()
@@ -445,7 +537,7 @@ class Dispatcher:
             while len(self._jobs) > JOB_HISTORY:
                 self._jobs.popitem(last=False)
         try:
-            job()
+            job._runClaimed()
         except Exception:
             # the job machinery itself refused (e.g. another process took
             # the job): record it as a failure of this run
@@ -457,13 +549,15 @@ class Dispatcher:
                 utils.log, logging.CRITICAL,
                 '%s was interrupted in thread %s; recovering it:\n%s',
                 call, threading.get_ident(), utils.formatException())
+            # this run failed (it must not be reported as a success)
+            interruption = utils.makeFailure()
             tm.abort()
             try:
                 for attempt in tm.attempts(5):
                     with attempt:
                         job.handleInterrupt()
             finally:
-                self._finish(job, call, record, None)
+                self._finish(job, call, record, interruption)
             raise
         self._finish(job, call, record, job.result)
         tm.abort()
@@ -526,7 +620,7 @@ class Dispatcher:
         if before is not None:
             if isinstance(before, datetime.datetime):
                 before = pollKey(
-                    utils.toMicros(utils.checkAware(before, 'before')), 15)
+                    utils.toMicros(utils.checkAware(before, 'before')), 0)
             for poll in polls:
                 if poll.key > before:
                     return poll

@@ -326,11 +326,34 @@ class Job(persistent.Persistent):
         raise interfaces.BadStatusError(
             'could not mark %r ACTIVE: the commit conflicted 10 times' % self)
 
+    def _activate(self):
+        """Mark a job ACTIVE in its claimant's transaction (a dispatcher
+        records the claim and the start in one commit); then run it with
+        ``_runClaimed()``."""
+        if self._status != NEW:
+            raise interfaces.BadStatusError(
+                'can only activate a job that has not started; %r is %s'
+                % (self, self.status))
+        self._status = ACTIVE
+        self.active_start = utils.now()
+
+    def _runClaimed(self):
+        """Run a job that ``_activate`` marked ACTIVE (and was committed)."""
+        if self._status != ACTIVE or self._inner is not None:
+            raise interfaces.BadStatusError(
+                '%r is %s, not a claimed job waiting to run; another process '
+                'may have recovered it' % (self, self.status))
+        return self._execute((), {}, mark=False)
+
     def _call(self, *args, **kwargs):
+        return self._execute(args, kwargs, mark=True)
+
+    def _execute(self, args, kwargs, mark):
         tm = self._tm()
         policy = self.getRetryPolicy()
         data_cache = {}
-        self._markActive(tm)
+        if mark:
+            self._markActive(tm)
         gave_up_commit = False
         while True:
             res = self._invoke(args, kwargs)
@@ -346,6 +369,10 @@ class Job(persistent.Persistent):
                     return None
             try:
                 waiting = self._setResult(res)
+                if not waiting and not self.callbacks:
+                    # nothing to call back: result and completion in one
+                    # commit (a concurrent addCallback conflicts with it)
+                    self._markCompleted()
                 self._commit(tm)
             except Exception:
                 failure = utils.makeFailure()
@@ -369,9 +396,8 @@ class Job(persistent.Persistent):
                     tm, lambda: self._setResult(failure))
                 waiting = False
             break
-        if waiting:
-            return self._result
-        self._runCallbacks(tm)
+        if not waiting and self._status != COMPLETED:
+            self._runCallbacks(tm)
         return self._result
 
     def _invoke(self, args, kwargs):
@@ -488,14 +514,7 @@ class Job(persistent.Persistent):
             # that touching it below really writes it) and run late arrivals
             if len(self.callbacks) != len(ran):
                 continue
-            self._status = COMPLETED
-            self.active_end = utils.now()
-            # a callback added concurrently writes the same list: touching
-            # it here turns that race into a ConflictError, never a loss
-            self.callbacks._p_changed = True
-            agent = self.agent
-            if agent is not None and self.parent is agent:
-                agent.jobCompleted(self)
+            self._markCompleted()
             try:
                 self._commit(tm)
                 return
@@ -503,6 +522,16 @@ class Job(persistent.Persistent):
                 self._abort(tm)
                 if self._status == COMPLETED:
                     return
+
+    def _markCompleted(self):
+        self._status = COMPLETED
+        self.active_end = utils.now()
+        # a callback added concurrently writes the same list: touching it
+        # here turns that race into a ConflictError, never a loss
+        self.callbacks._p_changed = True
+        agent = self.agent
+        if agent is not None and self.parent is agent:
+            agent.jobCompleted(self)
 
     def _runCallback(self, callback):
         status = callback._status

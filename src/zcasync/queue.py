@@ -425,6 +425,14 @@ class Queue(persistent.Persistent):
                 return job
         raise IndexError(index)
 
+    def nextDue(self):
+        """When the earliest job scheduled for later comes due (None when
+        no job waits for a later time)."""
+        now_micros = utils.toMicros(utils.now())
+        for key in self._jobs.keys(min=(NORMAL, now_micros + 1)):
+            return utils.fromMicros(key[1])
+        return None
+
     # -- removing --------------------------------------------------------
 
     def _take(self, job):

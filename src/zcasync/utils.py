@@ -112,13 +112,21 @@ class UnpicklableError(Exception):
 _VAR_LIMIT = 300
 
 
+_VAR_COUNT = 20
+
+
 def _reprVars(items):
+    """(name, repr) pairs of a frame's variables, without dunders, modules,
+    classes and functions, at most _VAR_COUNT of them: a stored failure
+    stays small and readable."""
     import types
-    return [(name, ReprString(shortRepr(value, _VAR_LIMIT)))
+    kept = [(name, ReprString(shortRepr(value, _VAR_LIMIT)))
             for name, value in items
             if not (name.startswith('__') and name.endswith('__'))
             and not isinstance(value, (types.ModuleType, type,
-                                       types.FunctionType))]
+                                       types.FunctionType))
+            and not callable(value)]
+    return kept[:_VAR_COUNT]
 
 
 def _picklable(value):

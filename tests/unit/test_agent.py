@@ -248,11 +248,6 @@ def test_completed_jobs_within_a_week_are_kept(queue, agents, conn, clock):
     assert len(agent.completed) == 2
 
 
-@pytest.mark.xfail(hasattr(CompletedJobs, '_shards') or hasattr(
-    CompletedJobs, 'SHARDS'), strict=True, reason=(
-    'agent.py (uncommitted sharded CompletedJobs): add() prunes only the '
-    'shard the new job lands in, so a job older than a week stays while '
-    'completions land in other shards'))
 def test_completed_jobs_older_than_a_week_are_pruned(
         queue, agents, conn, clock):
     agent = addAgent(agents, size=5)
