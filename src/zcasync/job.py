@@ -129,6 +129,10 @@ class Job(persistent.Persistent):
     #: the job this one waits for (it returned a Job), or None
     _inner = None
     _queue_key = None
+    # created on first use: most jobs have no keyword arguments and no
+    # callbacks, and every persistent sub-object costs a write and a load
+    _kwargs = None
+    _callbacks = None
     parent = None
     active_start = None
     active_end = None
@@ -139,8 +143,8 @@ class Job(persistent.Persistent):
     def __init__(self, callable, /, *args, **kwargs):
         self.callable = callable
         self.args = persistent.list.PersistentList(args)
-        self.kwargs = persistent.mapping.PersistentMapping(kwargs)
-        self.callbacks = persistent.list.PersistentList()
+        if kwargs:
+            self._kwargs = persistent.mapping.PersistentMapping(kwargs)
         self.annotations = BTrees.OOBTree.OOBTree()
 
     # -- attributes ------------------------------------------------------
@@ -161,6 +165,21 @@ class Job(persistent.Persistent):
     def callable(self, value):
         self._checkNew('the callable')
         self._callable_root, self._callable_name = splitCallable(value)
+
+    @property
+    def kwargs(self):
+        if self._kwargs is None:
+            self._kwargs = persistent.mapping.PersistentMapping()
+        return self._kwargs
+
+    @kwargs.setter
+    def kwargs(self, value):
+        self._kwargs = persistent.mapping.PersistentMapping(value)
+
+    @property
+    def callbacks(self):
+        """The callback jobs (add them with ``addCallback``)."""
+        return self._callbacks if self._callbacks is not None else ()
 
     @property
     def status(self):
@@ -266,7 +285,7 @@ class Job(persistent.Persistent):
                                      self._callable_name)
             args = [utils.shortRepr(a, 60) for a in self.args]
             args.extend('%s=%s' % (k, utils.shortRepr(v, 60))
-                        for k, v in self.kwargs.items())
+                        for k, v in (self._kwargs or {}).items())
             return '<%s.%s %s ``%s(%s)``>' % (
                 type(self).__module__, type(self).__name__, ident, call,
                 ', '.join(args))
@@ -403,7 +422,7 @@ class Job(persistent.Persistent):
     def _invoke(self, args, kwargs):
         call_args = list(self.args)
         call_args.extend(args)
-        call_kwargs = dict(self.kwargs)
+        call_kwargs = dict(self._kwargs or ())
         call_kwargs.update(kwargs)
         threadlocal.pushJob(self)
         try:
@@ -526,9 +545,11 @@ class Job(persistent.Persistent):
     def _markCompleted(self):
         self._status = COMPLETED
         self.active_end = utils.now()
-        # a callback added concurrently writes the same list: touching it
-        # here turns that race into a ConflictError, never a loss
-        self.callbacks._p_changed = True
+        # a callback added concurrently writes the same list (or, for the
+        # first callback, this job): touching it here turns that race into
+        # a ConflictError, never a loss
+        if self._callbacks is not None:
+            self._callbacks._p_changed = True
         agent = self.agent
         if agent is not None and self.parent is agent:
             agent.jobCompleted(self)
@@ -560,7 +581,9 @@ class Job(persistent.Persistent):
             callback.failure_log_level = failure_log_level
         if retry_policy_factory is not None:
             callback.retry_policy_factory = retry_policy_factory
-        self.callbacks.append(callback)
+        if self._callbacks is None:
+            self._callbacks = persistent.list.PersistentList()
+        self._callbacks.append(callback)
         if self._status == COMPLETED:
             jar = self._p_jar
             if jar is not None and callback._p_jar is None:

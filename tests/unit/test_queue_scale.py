@@ -79,8 +79,8 @@ def test_put_and_claim_write_a_bounded_number_of_objects(small_and_large):
     for counts in (small_claims, large_claims):
         assert max(counts) <= CLAIM_BOUND, counts
     # the usual case is the same number whatever the queue's size
-    assert min(small_puts) == min(large_puts) == 7
-    assert min(small_claims) == min(large_claims) == 3
+    assert min(small_puts) == min(large_puts)
+    assert min(small_claims) == min(large_claims)
 
 
 def test_claim_through_an_agent_at_20000_pending(queue, conn):
