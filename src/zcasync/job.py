@@ -373,51 +373,63 @@ class Job(persistent.Persistent):
         data_cache = {}
         if mark:
             self._markActive(tm)
-        gave_up_commit = False
         while True:
             res = self._invoke(args, kwargs)
             if utils.isFailure(res) and getattr(res, '_zcasync_raised', 0):
                 del res._zcasync_raised
-                self._abort(tm)
-                policy.updateData(data_cache)
+                self._abortRun(tm, policy, data_cache)
                 action, when = _decision(policy.jobError(res, data_cache))
                 if action == _RETRY:
                     continue
                 if action == _RESCHEDULE:
                     self._reschedule(when, tm)
-                    return None
+                    return self._result
             try:
                 waiting = self._setResult(res)
-                if not waiting and not self.callbacks:
+                if not waiting and not self._callbacks:
                     # nothing to call back: result and completion in one
                     # commit (a concurrent addCallback conflicts with it)
                     self._markCompleted()
                 self._commit(tm)
             except Exception:
                 failure = utils.makeFailure()
-                self._abort(tm)
-                policy.updateData(data_cache)
-                if gave_up_commit:
-                    # storing the commit failure failed too: do not loop
-                    utils.safeLog(utils.log, logging.CRITICAL,
-                                  'could not store a result for %r:\n%s',
-                                  self, failure.getTraceback())
-                    raise
+                self._abortRun(tm, policy, data_cache)
                 action, when = _decision(
                     policy.commitError(failure, data_cache))
                 if action == _RETRY:
                     continue
                 if action == _RESCHEDULE:
                     self._reschedule(when, tm)
-                    return None
-                gave_up_commit = True
-                self._commitUntilDone(
-                    tm, lambda: self._setResult(failure))
+                    return self._result
                 waiting = False
+                self._storeCommitFailure(tm, failure)
             break
         if not waiting and self._status != COMPLETED:
             self._runCallbacks(tm)
         return self._result
+
+    def _abortRun(self, tm, policy, data_cache):
+        """Abort this run's work before a retry decision; refuse to go on
+        when another process took the job over meanwhile (a sibling that
+        thought this process dead recovered it)."""
+        self._abort(tm)
+        if tm is not None and self._status != ACTIVE:
+            raise interfaces.ReassignedError(
+                '%r is %s: another process took it over while it ran; this '
+                'run\'s work was discarded' % (self, self.status))
+        policy.updateData(data_cache)
+
+    def _storeCommitFailure(self, tm, failure):
+        """The policy gave up on committing the result: store the commit
+        failure as the result (which must be possible: it is small)."""
+        try:
+            self._commitUntilDone(tm, lambda: self._setResult(failure))
+        except Exception:
+            utils.safeLog(utils.log, logging.CRITICAL,
+                          'could not store even the commit failure of %r:\n'
+                          '%s\nit stays ACTIVE until its dispatcher is '
+                          'recovered', self, utils.formatException())
+            raise
 
     def _invoke(self, args, kwargs):
         call_args = list(self.args)
