@@ -62,18 +62,21 @@ class CompletedJobs(persistent.Persistent):
         shard = self._shard(token)
         shard[(-utils.toMicros(stamp), token)] = job
         self._length.change(1)
-        self._prune()
+        self._prune(shard)
 
-    def _prune(self, shard=None):
-        """Drop jobs completed more than COMPLETED_KEEP ago (a batch per
-        call; the oldest job of each shard is its last key)."""
+    def _prune(self, shard):
+        """Drop jobs completed more than COMPLETED_KEEP ago from `shard`
+        and from one other shard in turn (a batch each): every shard is
+        looked at often, without loading them all at each completion.  The
+        oldest job of a shard is its last key."""
         cutoff = (-utils.toMicros(utils.now() - COMPLETED_KEEP), b'')
-        budget = _PRUNE_BATCH
-        for shard in self._shards:
-            while budget and shard and shard.maxKey() > cutoff:
-                del shard[shard.maxKey()]
+        other = self._shards[self._length() % len(self._shards)]
+        for tree in (shard,) if other is shard else (shard, other):
+            for i in range(_PRUNE_BATCH):
+                if not tree or tree.maxKey() <= cutoff:
+                    break
+                del tree[tree.maxKey()]
                 self._length.change(-1)
-                budget -= 1
 
     def __len__(self):
         return self._length()

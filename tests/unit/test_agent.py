@@ -251,14 +251,17 @@ def test_completed_jobs_within_a_week_are_kept(queue, agents, conn, clock):
 def test_completed_jobs_older_than_a_week_are_pruned(
         queue, agents, conn, clock):
     agent = addAgent(agents, size=5)
-    put(queue, 1, 2, 3)
+    shards = CompletedJobs.SHARDS
+    put(queue, *range(shards + 2))
     old, = runClaimed(agent, conn, clock, 1)
     clock.advance(datetime.timedelta(days=6).total_seconds())
     recent, = runClaimed(agent, conn, clock, 1)
     clock.advance(datetime.timedelta(days=2).total_seconds())
-    newest, = runClaimed(agent, conn, clock, 1)
-    assert list(agent.completed) == [newest, recent]
-    assert len(agent.completed) == 2
+    # pruning looks at the shard written and one other in turn, so within
+    # one round of completions every shard has been looked at
+    newest = runClaimed(agent, conn, clock, shards)
+    assert list(agent.completed) == list(reversed(newest)) + [recent]
+    assert len(agent.completed) == shards + 1
     assert agent.completed.last() is recent
 
 
