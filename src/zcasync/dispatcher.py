@@ -314,7 +314,7 @@ class Dispatcher:
 
     #: Seconds a poll waits when only room was freed (a job completed), so
     #: that completions arriving together are claimed for in one commit.
-    room_delay = 0.005
+    room_delay = 0.002
 
     def _invalidated(self, oids, committing_instance):
         """Invalidation listener (any thread): a commit touched what this
@@ -647,14 +647,14 @@ class Dispatcher:
         polls = list(self.polls)
         first = polls[-1].utc_timestamp if polls else now
         start = self._time(since, first)
-        with self._jobs_lock:
-            records = [dict(r['record'], **{'~queue': r['queue'],
-                                            '~agent': r['agent']})
-                       for r in self._jobs.values()]
+        with self._jobs_lock:  # ids and records from one snapshot
+            records = [(job_id, dict(r['record'], **{'~queue': r['queue'],
+                                                     '~agent': r['agent']}))
+                       for job_id, r in self._jobs.items()]
         stats = {'started': 0, 'successful': 0, 'failed': 0, 'unknown': 0}
         durations = {'successful': [], 'failed': [], 'active': []}
         active_ids = set(self.getActiveJobIds())
-        for job_id, r in zip(self._jobIds(), records):
+        for job_id, r in records:
             if queue is not None and r['~queue'] != queue:
                 continue
             if agent is not None and r['~agent'] != agent:
@@ -669,7 +669,8 @@ class Dispatcher:
                 kind = 'failed' if r['failed'] else 'successful'
                 stats[kind] += 1
                 durations[kind].append((completed - r['started'], job_id))
-            elif job_id in active_ids:
+            elif job_id in active_ids or completed is not None:
+                # running now, or completed after `end`: active at `end`
                 durations['active'].append((end - r['started'], job_id))
             elif completed is None:
                 stats['unknown'] += 1
