@@ -190,6 +190,12 @@ class Queues(persistent.Persistent):
     def get(self, name, default=None):
         return self._data.get(name, default)
 
+    def setdefault(self, name, queue):
+        """The queue named `name`, storing `queue` under it if missing."""
+        if name not in self._data:
+            self[name] = queue
+        return self._data[name]
+
     def __contains__(self, name):
         return name in self._data
 
