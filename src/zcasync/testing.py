@@ -161,7 +161,8 @@ def pumpReactors():
 def wait(condition, timeout=10, message='condition never held',
          interval=0.01):
     """Re-check `condition()` until it returns a true value (returned) or
-    `timeout` seconds pass (AssertionError with `message`)."""
+    `timeout` seconds pass (AssertionError with `message`, or with what
+    `message()` returns then when it is callable)."""
     deadline = time.monotonic() + timeout
     while True:
         pumpReactors()
@@ -169,6 +170,8 @@ def wait(condition, timeout=10, message='condition never held',
         if value:
             return value
         if time.monotonic() > deadline:
+            if callable(message):
+                message = message()
             raise AssertionError('%s (after %s s)' % (message, timeout))
         time.sleep(interval)
 
@@ -184,7 +187,8 @@ def wait_for_result(job, timeout=10):
     def done():
         _sync(job)
         return job.status == interfaces.COMPLETED
-    wait(done, timeout, 'job never completed: %r is %s' % (job, job.status))
+    wait(done, timeout,
+         lambda: 'job never completed: %r is %s' % (job, job.status))
     return job.result
 
 
@@ -194,7 +198,8 @@ def wait_for_start(job, timeout=10):
         _sync(job)
         return job.status in (interfaces.ACTIVE, interfaces.CALLBACKS,
                               interfaces.COMPLETED)
-    wait(started, timeout, 'job never started: %r' % (job,))
+    wait(started, timeout,
+         lambda: 'job never started: %r is %s' % (job, job.status))
 
 
 def wait_for_annotation(job, name, timeout=10):
@@ -207,12 +212,20 @@ def wait_for_annotation(job, name, timeout=10):
 
 
 def get_poll(dispatcher, count=None, timeout=10):
-    """The newest poll once there are more than `count` polls (default:
-    as many as now, i.e. wait for the next one)."""
+    """The newest poll once there are more than `count` polls; by default
+    the next poll (one newer than the newest now, which also works once
+    the bounded history is full)."""
     if count is None:
-        count = len(dispatcher.polls)
+        previous = dispatcher.polls.first()
+
+        def newer():
+            poll = dispatcher.polls.first()
+            return (poll,) if poll is not previous else None  # {} is false
+        return wait(newer, timeout, 'no new poll from dispatcher %s'
+                    % dispatcher.UUID)[0]
     wait(lambda: len(dispatcher.polls) > count, timeout,
-         'no new poll from dispatcher %s' % dispatcher.UUID)
+         'dispatcher %s never had more than %d polls'
+         % (dispatcher.UUID, count))
     return dispatcher.polls.first()
 
 

@@ -42,28 +42,34 @@ def setDispatcherContext(dispatcher=None, agent_name=None):
     _local.agent_name = agent_name
 
 
-def _required(value, what):
-    if value is None:
-        raise ValueError(
-            '%s is only available inside a job that a dispatcher runs; '
-            'this thread is not running one' % what)
-    return value
-
-
 def getJob():
     """The job running in this thread."""
     stack = _stack()
-    return _required(stack[-1] if stack else None, 'zcasync.local.getJob()')
+    if not stack:
+        raise ValueError(
+            'zcasync.local.getJob() is only available inside a running '
+            'job, and no job is running in this thread; call it from the '
+            'code of a job')
+    return stack[-1]
 
 
 def getQueue():
     return getJob().queue
 
 
+def _fromDispatcher(attribute, what):
+    job = getJob()
+    value = getattr(_local, attribute, None)
+    if value is None:
+        raise ValueError(
+            'zcasync.local.%s is only available inside a job that a '
+            'dispatcher runs; %r runs without one (called directly or in '
+            'immediate mode)' % (what, job))
+    return value
+
+
 def getDispatcher():
-    getJob()
-    return _required(getattr(_local, 'dispatcher', None),
-                     'zcasync.local.getDispatcher()')
+    return _fromDispatcher('dispatcher', 'getDispatcher()')
 
 
 def getReactor():
@@ -71,9 +77,7 @@ def getReactor():
 
 
 def getAgentName():
-    getJob()
-    return _required(getattr(_local, 'agent_name', None),
-                     'zcasync.local.getAgentName()')
+    return _fromDispatcher('agent_name', 'getAgentName()')
 
 
 class _NoPersistent(pickle.Pickler):
