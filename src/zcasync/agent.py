@@ -13,6 +13,7 @@ thread) that commit at once are resolved instead of conflicting (a plain
 OOBTree refuses: the completion removes the bucket's first key).
 """
 import datetime
+import struct
 import heapq
 import itertools
 
@@ -27,6 +28,14 @@ from zcasync.queue import JobTree
 
 #: How long completed jobs are kept in ``agent.completed``.
 COMPLETED_KEEP = datetime.timedelta(days=7)
+# Keys are bytes (one pickled object each): 8 bytes of time, big endian,
+# then the job's oid.  Completed jobs use the time reversed, newest first.
+_STAMP = struct.Struct('>Q')
+_NEWEST = 2 ** 64 - 1
+
+
+def _completedPrefix(when):
+    return _STAMP.pack(_NEWEST - utils.toMicros(when))
 _PRUNE_BATCH = 20
 
 
@@ -60,7 +69,7 @@ class CompletedJobs(persistent.Persistent):
         stamp = job.active_end or utils.now()
         token = _token(job)
         shard = self._shard(token)
-        shard[(-utils.toMicros(stamp), token)] = job
+        shard[_completedPrefix(stamp) + token] = job
         self._length.change(1)
         self._prune(shard)
 
@@ -69,7 +78,7 @@ class CompletedJobs(persistent.Persistent):
         and from one other shard in turn (a batch each): every shard is
         looked at often, without loading them all at each completion.  The
         oldest job of a shard is its last key."""
-        cutoff = (-utils.toMicros(utils.now() - COMPLETED_KEEP), b'')
+        cutoff = _completedPrefix(utils.now() - COMPLETED_KEEP)
         other = self._shards[self._length() % len(self._shards)]
         for tree in (shard,) if other is shard else (shard, other):
             for i in range(_PRUNE_BATCH):
@@ -97,10 +106,10 @@ class CompletedJobs(persistent.Persistent):
         stop`` (aware datetimes; None means open-ended)."""
         kw = {}
         if stop is not None:
-            kw['min'] = (-utils.toMicros(utils.checkAware(stop, 'stop')),)
+            kw['min'] = _completedPrefix(utils.checkAware(stop, 'stop'))
         if start is not None:
-            kw['max'] = (
-                -utils.toMicros(utils.checkAware(start, 'start')) + 1,)
+            kw['max'] = _STAMP.pack(_NEWEST - utils.toMicros(
+                utils.checkAware(start, 'start')) + 1)
             kw['excludemax'] = True
         return self._merged(**kw)
 
@@ -188,8 +197,8 @@ class Agent(persistent.Persistent):
         raise ValueError('%r is not held by agent %r' % (job, self.name))
 
     def _add(self, job):
-        stamp = utils.toMicros(utils.now())
-        self._jobs[(stamp, _token(job))] = job
+        self._jobs[_STAMP.pack(utils.toMicros(utils.now())) +
+                   _token(job)] = job
         job.parent = self
 
     def _release(self, job):

@@ -187,6 +187,8 @@ class Dispatcher:
         self._urgent = frozenset()  # oids: ... at once (new jobs)
         self._poll_instance = None
         self._soon = None  # the delay of the poll already asked for
+        self._missed = []  # oids heard of while a poll ran
+        self._invalidation_lock = threading.Lock()
         self._last_heartbeat = None
 
     # -- life cycle ------------------------------------------------------
@@ -323,13 +325,26 @@ class Dispatcher:
         if committing_instance is not None and \
                 committing_instance is self._poll_instance:
             return
-        if self._soon == 0 or self._watched.isdisjoint(oids):
-            return
-        delay = 0 if not self._urgent.isdisjoint(oids) else self.room_delay
-        if self._soon is not None and self._soon <= delay:
-            return
-        self._soon = delay
+        with self._invalidation_lock:
+            if self._polling:
+                # the running poll may have read the database before this
+                # commit, with a watch list about to change: decide when it
+                # ends
+                self._missed.append(oids)
+                return
+            delay = self._delayFor(oids)
+            if delay is None or (self._soon is not None and
+                                 self._soon <= delay):
+                return
+            self._soon = delay
         self.reactor.callFromThread(self._pollSoon, delay)
+
+    def _delayFor(self, oids):
+        """0 when `oids` include new jobs, room_delay when they free room,
+        None when they do not concern this dispatcher."""
+        if self._watched.isdisjoint(oids):
+            return None
+        return 0 if not self._urgent.isdisjoint(oids) else self.room_delay
 
     def _pollSoon(self, delay):
         if self.activated and self.conn is not None:
@@ -345,8 +360,9 @@ class Dispatcher:
         if not self.activated or self.conn is None:
             return
         self._next_call = None
-        self._polling = True
-        self._soon = None
+        with self._invalidation_lock:
+            self._polling = True
+            self._soon = None
         self._next_due = None
         now = utils.now()
         heartbeat = self._last_heartbeat is None or (
@@ -365,17 +381,24 @@ class Dispatcher:
                           self.UUID, utils.formatException())
             self.conn.transaction_manager.abort()
         finally:
-            self._polling = False
             self._last_poll = poll.utc_timestamp
             self.polls.add(poll)
             if poll != self._last_logged:
                 self._last_logged = poll
                 utils.tracelog.debug('poll %s: %r', poll.key, dict(poll))
-            if watched:
-                self._watched = frozenset(watched)
-                self._urgent = frozenset(urgent)
+            with self._invalidation_lock:
+                if watched:
+                    self._watched = frozenset(watched)
+                    self._urgent = frozenset(urgent)
+                missed, self._missed = self._missed, []
+                self._polling = False
+                delay = self._delay()
+                for oids in missed:
+                    soon = self._delayFor(oids)
+                    if soon is not None and soon < delay:
+                        delay = soon
             if self.activated:
-                self._schedule(self._delay())
+                self._schedule(delay)
 
     def _delay(self):
         """Seconds to the next heartbeat poll, or to the next scheduled job

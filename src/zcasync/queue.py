@@ -27,6 +27,8 @@ overfill.
 """
 import itertools
 
+import struct
+
 import BTrees.Length
 import BTrees.OOBTree
 import persistent
@@ -41,6 +43,20 @@ from zcasync import utils
 from zcasync.interfaces import ACTIVE, ASSIGNED, CALLBACKS
 
 FRONT, NORMAL = 0, 1
+
+# Keys are bytes -- lane (1 byte), time in microseconds (8 bytes, big
+# endian), then the job's oid -- so that they sort as (lane, time, oid) and
+# pickle as one object each (tuple keys cost several).
+_PREFIX = struct.Struct('>BQ')
+
+
+def _key(lane, micros, token):
+    return _PREFIX.pack(lane, micros) + token
+
+
+def _keyParts(key):
+    """(lane, micros) of a key."""
+    return _PREFIX.unpack_from(key)
 _UNSTORED = itertools.count()
 
 # BTreesConflictError reasons handled by JobTree (see BTrees' merge code)
@@ -404,7 +420,7 @@ class Queue(persistent.Persistent):
         # a job not stored yet (the queue is not stored either) has no oid:
         # a process-wide counter keeps such puts first-in first-out
         token = job._p_oid or b'~%016x' % next(_UNSTORED)
-        key = (lane, utils.toMicros(stamp), token)
+        key = _key(lane, utils.toMicros(stamp), token)
         job._queue_key = key
         job.parent = self
         self._jobs[key] = job
@@ -435,8 +451,8 @@ class Queue(persistent.Persistent):
         """When the earliest job scheduled for later comes due (None when
         no job waits for a later time)."""
         now_micros = utils.toMicros(utils.now())
-        for key in self._jobs.keys(min=(NORMAL, now_micros + 1)):
-            return utils.fromMicros(key[1])
+        for key in self._jobs.keys(min=_PREFIX.pack(NORMAL, now_micros + 1)):
+            return utils.fromMicros(_keyParts(key)[1])
         return None
 
     # -- removing --------------------------------------------------------
@@ -469,7 +485,7 @@ class Queue(persistent.Persistent):
         now = utils.now()
         now_micros = utils.toMicros(now)
         for key, job in self._jobs.items():
-            lane, micros = key[0], key[1]
+            lane, micros = _keyParts(key)
             if lane == NORMAL and micros > now_micros:
                 break  # everything after this is scheduled for later
             if filter is not None and not filter(job):

@@ -51,6 +51,11 @@ class Running:
         self.reactor.callFromThread(self.reactor.stop)
         self.thread.join(10)
         assert not self.thread.is_alive()
+        # worker threads close their connections as they leave: wait, so
+        # that none outlives its database
+        testing.wait(lambda: not [t for t in threading.enumerate()
+                                  if t.name.startswith('zcasync ')],
+                     message='worker threads did not stop')
 
 
 def setUpQueue(conn, dispatcher):
