@@ -15,7 +15,6 @@ OOBTree refuses: the completion removes the bucket's first key).
 import datetime
 import struct
 import heapq
-import itertools
 
 import BTrees.Length
 import BTrees.OOBTree

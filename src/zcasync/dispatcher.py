@@ -10,12 +10,10 @@ operators query (``getJobInfo``, ``getStatistics``, ``getStatusInfo``).
 
 Polls happen every ``poll_interval`` seconds, and also as soon as a
 committed transaction touches one of the dispatcher's queues or agents
-(see ``notify``), so a job put in a queue starts within milliseconds.
+(see ``zcasync.invalidations``), so a job put in a queue starts within milliseconds.
 """
-import collections
 import datetime
 import logging
-import queue as queuemodule
 import threading
 
 import transaction
@@ -24,136 +22,16 @@ import transaction.interfaces
 from zcasync import instanceuuid
 from zcasync import interfaces
 from zcasync import invalidations
-from zcasync import threadlocal
 from zcasync import utils
-
-#: How many polls and job records the in-memory history keeps.
-POLL_HISTORY = 400
-JOB_HISTORY = 1000
-RESULT_LIMIT = 10000
-
-_MAX_MICROS = utils.toMicros(
-    datetime.datetime(9999, 12, 31, tzinfo=utils.UTC))
+from zcasync.history import (  # noqa: F401 (part of this module's API)
+    JobHistory, Poll, PollHistory, pollKey, POLL_HISTORY, JOB_HISTORY,
+    RESULT_LIMIT)
+from zcasync.workers import AgentThreadPool
 
 STOPPED = 'STOPPED'
 STARTING = 'STARTING'
 RUNNING = 'RUNNING'
 STUCK = 'STUCK'
-
-
-def pollKey(micros, sequence=0):
-    """Newer polls have smaller keys; 16 key units per microsecond, the
-    low 4 bits ordering (newest smallest) up to 16 polls made within one
-    microsecond."""
-    return ((_MAX_MICROS - micros) << 4) | (15 - sequence)
-
-
-class Poll(dict):
-    """One poll: {queue name: None or {agent name: {...}}}."""
-
-    key = None
-    utc_timestamp = None
-
-
-class PollHistory:
-    """The latest polls, newest first."""
-
-    def __init__(self, size=POLL_HISTORY):
-        self._polls = collections.deque(maxlen=size)
-        self._lock = threading.Lock()
-
-    def add(self, poll):
-        with self._lock:
-            self._polls.appendleft(poll)
-
-    def first(self):
-        with self._lock:
-            return self._polls[0] if self._polls else None
-
-    def __iter__(self):
-        with self._lock:
-            return iter(list(self._polls))
-
-    def __len__(self):
-        return len(self._polls)
-
-
-class AgentThreadPool:
-    """The worker threads of one agent; one database connection each."""
-
-    def __init__(self, dispatcher, queue_name, agent_name):
-        self.dispatcher = dispatcher
-        self.queue_name = queue_name
-        self.agent_name = agent_name
-        self.size = 0
-        self._queue = queuemodule.Queue()
-        self._threads = set()
-        self._lock = threading.Lock()
-        self.running = {}  # thread ident -> job id
-
-    def setSize(self, size):
-        with self._lock:
-            difference = size - self.size
-            if not difference:
-                return
-            self.dispatcher._growPool(difference)
-            self.size = size
-            if difference > 0:
-                for i in range(difference):
-                    self._startThread()
-            else:
-                for i in range(-difference):
-                    self._queue.put(None)
-
-    def _startThread(self):
-        thread = threading.Thread(
-            target=self._run, daemon=True,
-            name='zcasync %s/%s' % (self.queue_name or "''", self.agent_name))
-        self._threads.add(thread)
-        thread.start()
-
-    def perform(self, job_id, poll_key):
-        self._queue.put((job_id, poll_key))
-
-    def close(self):
-        self.setSize(0)
-
-    def activeJobIds(self):
-        return list(self.running.values())
-
-    def _run(self):
-        tm = transaction.TransactionManager()
-        conn = self.dispatcher.db.open(transaction_manager=tm)
-        threadlocal.setDispatcherContext(self.dispatcher, self.agent_name)
-        clean_exit = False
-        try:
-            while True:
-                item = self._queue.get()
-                if item is None:
-                    clean_exit = True
-                    return
-                job_id, poll_key = item
-                self.running[threading.get_ident()] = job_id
-                try:
-                    self.dispatcher._perform(conn, tm, job_id, poll_key,
-                                             self)
-                finally:
-                    self.running.pop(threading.get_ident(), None)
-        except BaseException:
-            utils.safeLog(utils.log, logging.CRITICAL,
-                          'worker thread of agent %r died; replacing it:\n%s',
-                          self.agent_name, utils.formatException())
-        finally:
-            threadlocal.setDispatcherContext()
-            try:
-                tm.abort()
-                conn.close()
-            except Exception:
-                pass
-            with self._lock:
-                self._threads.discard(threading.current_thread())
-                if not clean_exit and self.size > len(self._threads):
-                    self._startThread()
 
 
 class Dispatcher:
@@ -173,8 +51,7 @@ class Dispatcher:
         self._pool_lock = threading.Lock()
         self._activated_in = set()
         self._pinged = set()
-        self._jobs = collections.OrderedDict()
-        self._jobs_lock = threading.Lock()
+        self.history = JobHistory(self.polls)
         self._next_call = None
         self._polling = False
         self._last_poll = None
@@ -553,12 +430,7 @@ class Dispatcher:
             'thread': threading.get_ident(), 'poll id': poll_key,
             'quota names': tuple(job.quota_names),
         }
-        with self._jobs_lock:
-            self._jobs[job_id] = {'record': record, 'queue': pool.queue_name,
-                                  'agent': pool.agent_name}
-            self._jobs.move_to_end(job_id)
-            while len(self._jobs) > JOB_HISTORY:
-                self._jobs.popitem(last=False)
+        self.history.start(job_id, record, pool.queue_name, pool.agent_name)
         try:
             job._runClaimed()
         except Exception:
@@ -610,12 +482,15 @@ class Dispatcher:
     def getJobInfo(self, oid, database_name=None):
         if database_name is None:
             database_name = self.db.database_name
-        with self._jobs_lock:
-            internal = self._jobs.get((oid, database_name))
-        if internal is None:
-            raise ValueError('no record of job %r in database %r in this '
-                             'dispatcher\'s history' % (oid, database_name))
-        return dict(internal['record'])
+        return self.history.getJobInfo(oid, database_name)
+
+    def getPollInfo(self, at=None, before=None):
+        return self.polls.find(at, before)
+
+    def getStatistics(self, at=None, before=None, since=None, queue=None,
+                      agent=None):
+        return self.history.getStatistics(
+            self.getActiveJobIds(), at, before, since, queue, agent)
 
     def getActiveJobIds(self, queue=None, agent=None):
         ids = []
@@ -626,88 +501,6 @@ class Dispatcher:
                 continue
             ids.extend(pool.activeJobIds())
         return ids
-
-    def getPollInfo(self, at=None, before=None):
-        polls = list(self.polls)
-        if at is not None:
-            if isinstance(at, datetime.datetime):
-                micros = utils.toMicros(utils.checkAware(at, 'at'))
-                for poll in polls:
-                    if utils.toMicros(poll.utc_timestamp) == micros:
-                        return poll
-                return None
-            for poll in polls:
-                if poll.key == at:
-                    return poll
-            return None
-        if before is not None:
-            if isinstance(before, datetime.datetime):
-                before = pollKey(
-                    utils.toMicros(utils.checkAware(before, 'before')), 0)
-            for poll in polls:
-                if poll.key > before:
-                    return poll
-            return None
-        return polls[0] if polls else None
-
-    def _time(self, value, default):
-        if value is None:
-            return default
-        if isinstance(value, datetime.datetime):
-            return utils.checkAware(value, 'time')
-        poll = self.getPollInfo(at=value)
-        if poll is None:
-            raise ValueError('no poll with key %r in the history' % value)
-        return poll.utc_timestamp
-
-    def getStatistics(self, at=None, before=None, since=None, queue=None,
-                      agent=None):
-        now = utils.now()
-        if before is not None:
-            end = self._time(before, now) - datetime.timedelta(microseconds=1)
-        else:
-            end = self._time(at, now)
-        polls = list(self.polls)
-        first = polls[-1].utc_timestamp if polls else now
-        start = self._time(since, first)
-        with self._jobs_lock:  # ids and records from one snapshot
-            records = [(job_id, dict(r['record'], **{'~queue': r['queue'],
-                                                     '~agent': r['agent']}))
-                       for job_id, r in self._jobs.items()]
-        stats = {'started': 0, 'successful': 0, 'failed': 0, 'unknown': 0}
-        durations = {'successful': [], 'failed': [], 'active': []}
-        active_ids = set(self.getActiveJobIds())
-        for job_id, r in records:
-            if queue is not None and r['~queue'] != queue:
-                continue
-            if agent is not None and r['~agent'] != agent:
-                continue
-            if r['started'] > end:
-                continue
-            completed = r['completed']
-            if completed is not None and completed < start:
-                continue
-            stats['started'] += 1
-            if completed is not None and completed <= end:
-                kind = 'failed' if r['failed'] else 'successful'
-                stats[kind] += 1
-                durations[kind].append((completed - r['started'], job_id))
-            elif job_id in active_ids or completed is not None:
-                # running now, or completed after `end`: active at `end`
-                durations['active'].append((end - r['started'], job_id))
-            elif completed is None:
-                stats['unknown'] += 1
-        for kind, values in durations.items():
-            values.sort(key=lambda v: v[0])
-            stats['shortest %s' % kind] = values[0][1] if values else None
-            stats['longest %s' % kind] = values[-1][1] if values else None
-        stats['statistics start'] = start
-        stats['statistics end'] = end
-        return stats
-
-    def _jobIds(self):
-        with self._jobs_lock:
-            return list(self._jobs.keys())
 
     def getStatusInfo(self):
         info = {'poll interval': datetime.timedelta(

@@ -20,8 +20,6 @@ found dead); a job that died in CALLBACKS is finished by
 ``resumeCallbacks``.
 """
 import logging
-import pickle
-import types
 
 import BTrees.OOBTree
 import persistent
@@ -35,6 +33,7 @@ import zope.interface
 
 from zcasync import interfaces
 from zcasync import retry
+from zcasync.callables import splitCallable, describeCallable
 from zcasync import threadlocal
 from zcasync import utils
 from zcasync.interfaces import (
@@ -55,55 +54,6 @@ def _decision(value):
     if isinstance(value, datetime.datetime):
         return _RESCHEDULE, utils.checkAware(value, 'reschedule time')
     return _GIVE_UP, None
-
-
-def _callableError(value, reason):
-    return TypeError(
-        'cannot store %r as a job\'s callable: %s.  Use a function defined '
-        'at module level (importable by name), a builtin, a class, a '
-        'persistent callable or a method of a persistent object; lambdas, '
-        'nested functions and methods of objects that cannot be pickled '
-        'cannot be stored' % (value, reason))
-
-
-def splitCallable(value):
-    """(root, method name or None) under which a callable is stored."""
-    if not callable(value):
-        raise TypeError('a job needs a callable, not %r' % (value,))
-    if isinstance(value, persistent.Persistent):
-        return value, None
-    bound = getattr(value, '__self__', None)
-    name = getattr(value, '__name__', None)
-    if (bound is not None and name and
-            not isinstance(bound, (types.ModuleType, type))):
-        if isinstance(bound, persistent.Persistent):
-            return bound, name
-        try:
-            pickle.dumps(bound)
-        except Exception as e:
-            raise _callableError(
-                value, 'its object cannot be pickled (%s)' % (e,)) from None
-        return bound, name
-    try:
-        pickle.dumps(value)
-    except Exception as e:
-        raise _callableError(
-            value, 'it cannot be pickled by reference (%s)' % (e,)) from None
-    return value, None
-
-
-def _describeCallable(root, name):
-    def describe(ob):
-        if isinstance(ob, (types.FunctionType, type)):
-            return '%s.%s' % (ob.__module__, ob.__qualname__)
-        if isinstance(ob, persistent.Persistent) and ob._p_oid is not None:
-            return '<%s.%s (oid %d)>' % (
-                type(ob).__module__, type(ob).__qualname__,
-                ZODB.utils.u64(ob._p_oid))
-        return utils.shortRepr(ob)
-    if name is None:
-        return describe(root)
-    return '%s.%s' % (describe(root), name)
 
 
 def _findParent(job, iface):
@@ -281,7 +231,7 @@ class Job(persistent.Persistent):
             else:
                 ident = '(oid %d, db %r)' % (
                     ZODB.utils.u64(oid), utils.databaseName(self))
-            call = _describeCallable(self._callable_root,
+            call = describeCallable(self._callable_root,
                                      self._callable_name)
             args = [utils.shortRepr(a, 60) for a in self.args]
             args.extend('%s=%s' % (k, utils.shortRepr(v, 60))
@@ -608,8 +558,9 @@ class Job(persistent.Persistent):
         for value in (success, failure):
             if value is not None:
                 splitCallable(value)
+        from zcasync.composite import route
         return self.addCallback(
-            Job(_route, success, failure), failure_log_level,
+            Job(route, success, failure), failure_log_level,
             retry_policy_factory)
 
     # -- recovery --------------------------------------------------------
@@ -684,89 +635,6 @@ class Job(persistent.Persistent):
         self._runCallbacks(self._tm())
 
 
-def _route(success, failure, result):
-    if utils.isFailure(result):
-        return failure(result) if failure is not None else result
-    return success(result) if success is not None else result
-
-
-# --- serial and parallel ------------------------------------------------
-
-def serial(*jobs, postprocess=None):
-    """A job that runs `jobs` one after another, then `postprocess` with the
-    completed jobs appended to its arguments; its result is the
-    postprocess's (by default, the list of the jobs' results)."""
-    return _composite(_runSerial, jobs, postprocess)
-
-
-def parallel(*jobs, postprocess=None):
-    """Like `serial`, but the jobs are queued all at once."""
-    return _composite(_runParallel, jobs, postprocess)
-
-
-def _composite(runner, jobs, postprocess):
-    jobs = [j if interfaces.IJob.providedBy(j) else Job(j) for j in jobs]
-    if postprocess is None:
-        postprocess = Job(_results)
-    elif not interfaces.IJob.providedBy(postprocess):
-        postprocess = Job(postprocess)
-    return Job(runner, *jobs, postprocess=postprocess)
-
-
-def _results(*jobs):
-    return [job.result for job in jobs]
-
-
-def _unplaced(job):
-    return job._status == NEW and job.parent is None
-
-
-def _prepare(main, jobs, postprocess, callback):
-    if postprocess._status == NEW and postprocess.parent is None:
-        postprocess.parent = main  # held back until every job is done
-    for job in jobs:
-        job.addCallback(Job(callback, main))
-
-
-def _runSerial(*jobs, postprocess):
-    main = threadlocal.getJob()
-    _prepare(main, jobs, postprocess, _serialNext)
-    _serialStep(main)
-    return postprocess
-
-
-def _runParallel(*jobs, postprocess):
-    main = threadlocal.getJob()
-    _prepare(main, jobs, postprocess, _parallelNext)
-    queue = main.queue
-    for job in jobs:
-        if _unplaced(job):
-            queue.put(job)
-    _parallelNext(main)
-    return postprocess
-
-
-def _serialStep(main):
-    for job in main.args:
-        if job._status not in (CALLBACKS, COMPLETED):
-            if _unplaced(job):
-                main.queue.put(job)
-            return
-    _schedulePostprocess(main)
-
-
-def _serialNext(main, result=None):
-    _serialStep(main)
-
-
-def _parallelNext(main, result=None):
-    if all(job._status in (CALLBACKS, COMPLETED) for job in main.args):
-        _schedulePostprocess(main)
-
-
-def _schedulePostprocess(main):
-    postprocess = main.kwargs['postprocess']
-    if postprocess._status == NEW and postprocess.parent is main:
-        postprocess.parent = None
-        postprocess.args.extend(main.args)
-        main.queue.put(postprocess)
+# serial and parallel live in zcasync.composite; they are part of this
+# module's API (imported last: composite builds on Job)
+from zcasync.composite import serial, parallel  # noqa: E402,F401
