@@ -316,13 +316,18 @@ class Dispatcher:
             self._pools.pop(key).close()
 
     def _watch_queue(self, queue, watched, urgent):
-        """Remember what, when changed by a commit, calls for a poll: the
-        queue's length (a put), the registry, and every agent's held jobs
-        (room freed, also in a quota shared with other processes)."""
-        urgent.add(queue._length._p_oid)
+        """Remember what, when changed by a commit, calls for a poll: a
+        put (not a claim: other processes' claims add no work), the
+        registry, this dispatcher's agents, and the held jobs of its agents
+        (room freed) -- of every agent when the queue has quotas (a job
+        completing elsewhere frees room in a quota)."""
+        urgent.add(queue.puts._p_oid)
         registry = queue.dispatchers
         urgent.add(registry._data._p_oid)
-        for agents in registry.values():
+        everyone = len(queue.quotas) > 0
+        for uuid, agents in registry.items():
+            if uuid != self.UUID and not everyone:
+                continue
             watched.add(agents._agents._p_oid)
             for agent in agents.values():
                 watched.add(agent._p_oid)

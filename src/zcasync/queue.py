@@ -361,6 +361,9 @@ class Queue(persistent.Persistent):
     def __init__(self):
         self._jobs = JobTree()
         self._length = BTrees.Length.Length(0)
+        # changed by every put and never by a claim: what dispatchers
+        # watch to hear of new jobs (a conflict-resolving counter)
+        self.puts = BTrees.Length.Length(0)
         self.quotas = Quotas()
         self.quotas.parent = self
         self.dispatchers = registry.Dispatchers()
@@ -425,6 +428,7 @@ class Queue(persistent.Persistent):
         job.parent = self
         self._jobs[key] = job
         self._length.change(1)
+        self.puts.change(1)
 
     # -- reading ---------------------------------------------------------
 

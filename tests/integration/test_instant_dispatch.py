@@ -47,10 +47,12 @@ class Running:
         self.thread.start()
         testing.get_poll(self.dispatcher, 0)
 
-    def stop(self):
+    def stop(self, wait=True):
         self.reactor.callFromThread(self.reactor.stop)
         self.thread.join(10)
         assert not self.thread.is_alive()
+        if not wait:
+            return
         # worker threads close their connections as they leave: wait, so
         # that none outlives its database
         testing.wait(lambda: not [t for t in threading.enumerate()
@@ -226,3 +228,59 @@ def test_relstorage_client_hears_another_clients_put(pg_database):
         adapter = PostgreSQLAdapter(dsn=pg_database, options=options)
         return ZODB.DB(RelStorage(adapter, options=options))
     _two_clients(make_db)
+
+
+RELEASE = threading.Event()
+
+
+def blockUntilReleased():
+    RELEASE.wait(30)
+    return utils.now()
+
+
+def forA(job):
+    return job.annotations.get('for') == 'A'
+
+
+def forB(job):
+    return job.annotations.get('for') == 'B'
+
+
+def test_quota_room_freed_in_another_dispatcher_starts_a_job(db):
+    """B waits on a quota that A's job fills; when A's job completes, B
+    hears of it (the queue has quotas, so B watches every agent) and starts
+    its job long before its heartbeat."""
+    RELEASE.clear()
+    a, b = Running(db), Running(db)
+    try:
+        conn = db.open(transaction_manager=transaction.TransactionManager())
+        tm = conn.transaction_manager
+        queue = setUpQueue(conn, a.dispatcher)
+        testing.wait(lambda: (tm.begin(), b.dispatcher.UUID in
+                              queue.dispatchers)[1], timeout=10)
+        queue.dispatchers[a.dispatcher.UUID]['main'].filter = forA
+        queue.dispatchers[b.dispatcher.UUID]['main'] = Agent(filter=forB)
+        queue.quotas.create('pdf', size=1)
+        tm.commit()
+        first = Job(blockUntilReleased)
+        first.annotations['for'] = 'A'
+        first.quota_names = ('pdf',)
+        second = Job(stamp)
+        second.annotations['for'] = 'B'
+        second.quota_names = ('pdf',)
+        queue.put(first)
+        tm.commit()
+        testing.wait_for_start(first)
+        queue.put(second)
+        tm.commit()
+        assert second.status == 'pending-status'
+        RELEASE.set()
+        released = wait_completed(conn, first)
+        started = wait_completed(conn, second, timeout=15)
+        assert started >= released
+        assert second.agent.parent.UUID == b.dispatcher.UUID
+        conn.close()
+    finally:
+        RELEASE.set()
+        a.stop(wait=False)
+        b.stop()
