@@ -51,7 +51,7 @@ class CompletedJobs(persistent.Persistent):
     it); reading merges the trees.
     """
 
-    SHARDS = 16
+    SHARDS = 8
 
     def __init__(self):
         self._shards = tuple(BTrees.OOBTree.OOBTree()

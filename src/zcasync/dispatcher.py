@@ -14,6 +14,7 @@ committed transaction touches one of the dispatcher's queues or agents
 """
 import datetime
 import logging
+import random
 import threading
 
 import transaction
@@ -65,6 +66,7 @@ class Dispatcher:
         self._poll_instance = None
         self._soon = None  # the delay of the poll already asked for
         self._missed = []  # oids heard of while a poll ran
+        self._conflicted = False  # a claim lost a race in this poll
         self._invalidation_lock = threading.Lock()
         self._last_heartbeat = None
 
@@ -270,6 +272,9 @@ class Dispatcher:
                 missed, self._missed = self._missed, []
                 self._polling = False
                 delay = self._delay()
+                if self._conflicted:
+                    self._conflicted = False
+                    delay = min(delay, random.uniform(0, 4 * self.room_delay))
                 for oids in missed:
                     soon = self._delayFor(oids)
                     if soon is not None and soon < delay:
@@ -403,8 +408,11 @@ class Dispatcher:
             if claimed:
                 tm.commit()
         except transaction.interfaces.TransientError:
-            tm.abort()  # another process changed the queue: next poll
+            # another dispatcher claimed the same job: try again soon, at a
+            # random moment so that the losers do not collide again
+            tm.abort()
             claimed = []
+            self._conflicted = True
         except Exception:
             failure = utils.makeFailure()
             tm.abort()
