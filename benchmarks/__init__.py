@@ -1,0 +1,1 @@
+"""zcasync benchmarks: run ``python benchmarks/run.py`` (see README.md)."""

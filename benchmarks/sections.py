@@ -1,0 +1,171 @@
+"""The benchmark sections: each runs its measurements ``runs`` times and
+records every value in ``ctx.results`` (``report.py`` turns them into the
+table).  ``run.py`` calls them in ``ORDER``."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from benchmarks import support
+from benchmarks.report import HUEY, ZCASYNC
+from benchmarks.support import BenchmarkError
+
+
+class Context:
+    def __init__(self, sizes, runs, workdir, results, progress):
+        self.sizes = sizes
+        self.runs = runs
+        self.workdir = workdir
+        self.results = results
+        self.progress = progress
+        self.commands = {}
+
+    def newDirectory(self, name):
+        return tempfile.mkdtemp(prefix=name + '-', dir=self.workdir)
+
+    def add(self, key, value, system=ZCASYNC):
+        self.results.add(system, key, value)
+
+
+def _latencies(ctx, prefix, values, system=ZCASYNC):
+    ctx.add(prefix + ' p50', support.percentile(values, 0.50), system)
+    ctx.add(prefix + ' p99', support.percentile(values, 0.99), system)
+
+
+def inprocess(ctx):
+    """Enqueue, then drain the same jobs with an in-process dispatcher."""
+    from benchmarks import zcasync_bench
+    for run in range(ctx.runs):
+        figures = zcasync_bench.enqueueAndDrain(
+            ctx.newDirectory('inprocess'), ctx.sizes)
+        for key, value in figures.items():
+            ctx.add(key, value)
+        ctx.progress('in-process run %d/%d: enqueue %.0f/s, drain %.0f/s, '
+                     '%.2f commits per job', run + 1, ctx.runs,
+                     figures['enqueue'], figures['drain'],
+                     figures['commits per job'])
+
+
+def latency(ctx):
+    from benchmarks import zcasync_bench
+    for run in range(ctx.runs):
+        values = zcasync_bench.latency(ctx.newDirectory('latency'),
+                                       ctx.sizes)
+        _latencies(ctx, 'latency', values)
+        ctx.progress('latency run %d/%d: p50 %.1f ms, p99 %.1f ms',
+                     run + 1, ctx.runs, support.percentile(values, 0.5),
+                     support.percentile(values, 0.99))
+
+
+def scale(ctx):
+    from benchmarks import zcasync_bench
+    for pending in (ctx.sizes.scale_small, ctx.sizes.scale_large):
+        queue = zcasync_bench.QueueScale(ctx.newDirectory('scale'), pending,
+                                         ctx.sizes)
+        try:
+            for run in range(ctx.runs):
+                figures = queue.measure()
+                ctx.add('put at %d' % pending, figures['put'])
+                ctx.add('claim at %d' % pending, figures['claim'])
+                ctx.progress('queue scale at %d pending, run %d/%d: put '
+                             '%.0f/s, claim %.0f/s', pending, run + 1,
+                             ctx.runs, figures['put'], figures['claim'])
+        finally:
+            queue.close()
+
+
+def zeo(ctx):
+    from benchmarks import zeo_bench
+    for workers in (1, 3):
+        cluster = zeo_bench.Cluster(ctx.newDirectory('zeo%d' % workers),
+                                    workers, ctx.sizes)
+        with cluster:
+            ctx.commands['zeo %d' % workers] = cluster.commands
+            for run in range(ctx.runs):
+                rate, commits = cluster.drain(ctx.sizes.jobs)
+                ctx.add('drain zeo %d' % workers, rate)
+                ctx.add('commits per job zeo %d' % workers, commits)
+                ctx.progress('ZEO, %d worker(s), run %d/%d: drain %.0f/s, '
+                             '%.2f commits per job', workers, run + 1,
+                             ctx.runs, rate, commits)
+                if workers == 1:
+                    values = cluster.latency()
+                    _latencies(ctx, 'latency zeo', values)
+                    ctx.progress('ZEO latency run %d/%d: p50 %.1f ms, p99 '
+                                 '%.1f ms', run + 1, ctx.runs,
+                                 support.percentile(values, 0.5),
+                                 support.percentile(values, 0.99))
+
+
+def rss(ctx):
+    """One worker (an in-process dispatcher in a child process) runs
+    ``rss_jobs`` jobs; its RSS before and after."""
+    from benchmarks import zcasync_bench
+    sizes = ctx.sizes
+    directory = ctx.newDirectory('rss')
+    data = zcasync_bench.Database(directory)
+    try:
+        me = zcasync_bench.newUUID()
+        data.addAgent(me, 0)
+        data.fill(sizes.rss_jobs, sizes.fill_batch)
+    finally:
+        data.close()
+    command = [sys.executable, '-m', 'benchmarks.rss_worker', directory,
+               str(me), str(sizes.rss_jobs), str(sizes.size),
+               '%g' % sizes.poll_interval]
+    ctx.commands['rss'] = command
+    log = os.path.join(directory, 'worker.log')
+    output = os.path.join(directory, 'worker.out')
+    with open(output, 'wb') as out:
+        child = support.spawn(command, log, stdout=out)
+    try:
+        child.wait(sizes.rss_jobs / 25 + 180)
+    except subprocess.TimeoutExpired:
+        raise BenchmarkError('the RSS worker did not finish in time')
+    finally:
+        support.stop(child)
+    with open(log, errors='replace') as f:
+        errors = f.read()[-3000:]
+    if child.returncode != 0:
+        raise BenchmarkError('the RSS worker exited with code %s:\n%s'
+                             % (child.returncode, errors))
+    with open(output) as f:
+        figures = json.loads(f.read().strip().splitlines()[-1])
+    for key in ('rss before', 'rss after', 'rss peak'):
+        ctx.add(key, figures[key] / 2**20)
+    ctx.add('rss growth', (figures['rss after'] - figures['rss before'])
+            / 2**20)
+    ctx.add('rss drain', figures['drain'])
+    ctx.progress('RSS worker: %.1f MB before, %.1f MB after %d jobs '
+                 '(drained at %.0f/s)', figures['rss before'] / 2**20,
+                 figures['rss after'] / 2**20, sizes.rss_jobs,
+                 figures['drain'])
+
+
+def huey(ctx):
+    from benchmarks import huey_bench
+    if not huey_bench.available():
+        ctx.results.missing(HUEY)
+        ctx.progress('huey is not installed: no reference figures')
+        return
+    sizes = ctx.sizes
+    for run in range(ctx.runs):
+        bench = huey_bench.HueyBench(ctx.newDirectory('huey'), sizes)
+        try:
+            enqueue = bench.enqueue(sizes.jobs)
+            drain = bench.drain(sizes.jobs)
+            values = bench.latency(sizes.latency_jobs, sizes.idle_gap)
+        finally:
+            bench.close()
+        ctx.add('enqueue', enqueue, HUEY)
+        ctx.add('drain', drain, HUEY)
+        _latencies(ctx, 'latency', values, HUEY)
+        ctx.progress('huey run %d/%d: enqueue %.0f/s, drain %.0f/s, latency '
+                     'p50 %.1f ms, p99 %.1f ms', run + 1, ctx.runs, enqueue,
+                     drain, support.percentile(values, 0.5),
+                     support.percentile(values, 0.99))
+
+
+ORDER = [('inprocess', inprocess), ('latency', latency), ('scale', scale),
+         ('zeo', zeo), ('rss', rss), ('huey', huey)]
