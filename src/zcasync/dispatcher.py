@@ -117,18 +117,20 @@ class Dispatcher:
             self._next_call.cancel()
         self._next_call = None
         if self.conn is not None:
-            tm = self.conn.transaction_manager
-            for attempt in tm.attempts(5):
-                with attempt:
-                    queues = self.conn.root().get(interfaces.KEY)
-                    for name in self._activated_in:
-                        queue = queues.get(name) if queues else None
-                        agents = queue.dispatchers.get(self.UUID) \
-                            if queue is not None else None
-                        if agents is not None and agents.activated:
-                            agents.deactivate()
-            tm.abort()
-            self.conn.close()
+            try:
+                self._deactivateInQueues()
+            except Exception:
+                utils.safeLog(
+                    utils.log, logging.ERROR,
+                    'dispatcher %s could not record its deactivation; its '
+                    'siblings will find it dead after its '
+                    'ping_death_interval and recover its jobs:\n%s',
+                    self.UUID, utils.formatException())
+            try:
+                self.conn.transaction_manager.abort()
+                self.conn.close()
+            except Exception:
+                pass
             self.conn = None
         self._activated_in.clear()
         self._pinged.clear()
@@ -137,6 +139,22 @@ class Dispatcher:
         self._pools.clear()
         self._growPool(-self._pool_added)
         utils.log.info('deactivated dispatcher %s', self.UUID)
+
+    def _deactivateInQueues(self):
+        is_connected = getattr(self.db.storage, 'is_connected', None)
+        if is_connected is not None and not is_connected():
+            # a ZEO client without its server would wait for it here
+            raise RuntimeError('the storage server is not connected')
+        tm = self.conn.transaction_manager
+        for attempt in tm.attempts(5):
+            with attempt:
+                queues = self.conn.root().get(interfaces.KEY)
+                for name in self._activated_in:
+                    queue = queues.get(name) if queues else None
+                    agents = queue.dispatchers.get(self.UUID) \
+                        if queue is not None else None
+                    if agents is not None and agents.activated:
+                        agents.deactivate()
 
     # -- reactor helpers -------------------------------------------------
 
