@@ -1,0 +1,361 @@
+"""The ``zcasync`` command (also ``python -m zcasync``).
+
+Sub-commands: ``worker`` (run a dispatcher in the foreground), ``server``
+(a ZEO server on a FileStorage), ``put`` (queue a job), ``status``,
+``jobs``, ``job``, ``cancel`` and ``retry``.  The work is done by
+``cli_worker`` and ``cli_jobs``; this module builds the argument parser,
+reads ``ZCASYNC_*`` environment variables and turns every problem into a
+one-line error and a distinct exit code (``cli_common``).
+
+Every option can also come from the environment: ``--poll-interval`` from
+``ZCASYNC_POLL_INTERVAL``, ``--db`` from ``ZCASYNC_DB`` and so on (options
+that may be repeated take a comma-separated list; flags take 1/0,
+true/false, yes/no).  The command line wins over the environment.
+"""
+import argparse
+import logging
+import math
+import os
+import shutil
+import sys
+import tempfile
+
+from zcasync import cli_common
+from zcasync.cli_common import CommandError, EXIT_USAGE, EXIT_INTERNAL
+
+DESCRIPTION = """\
+zcasync: a durable, transactional job queue on ZODB.
+
+Run workers against a shared database (a ZEO server or PostgreSQL), queue
+jobs from any process, and inspect or manage them from a shell.
+"""
+
+EXAMPLES = """\
+examples:
+  zcasync server --db file:///var/zcasync/Data.fs --address 127.0.0.1:8100
+  zcasync worker --db zeo://127.0.0.1:8100 --uuid-file w1.uuid \\
+      --import myapp.tasks --size 4
+  zcasync put --db zeo://127.0.0.1:8100 myapp.tasks:send_report 42 '"weekly"'
+  zcasync put --db zeo://127.0.0.1:8100 --in 3600 --wait 4000 myapp.tasks:f
+  zcasync status --db zeo://127.0.0.1:8100
+  zcasync jobs failed --db zeo://127.0.0.1:8100 --limit 20
+  zcasync job 1234@unnamed --db zeo://127.0.0.1:8100 --json
+  export ZCASYNC_DB=postgres://postgres@db.example:5432/zcasync
+  zcasync worker --queue reports --uuid-file /var/lib/zcasync/w1.uuid
+
+database URIs (--db, through zodburi):
+  file:///path/Data.fs     one process only (use "zcasync server" to share)
+  zeo://HOST:PORT          a ZEO server; ?wait_timeout=S for outages
+  postgres://USER@HOST:PORT/DBNAME?keep_history=false   RelStorage
+  memory://                an in-memory database (tests)
+  database options take the connection_ prefix: ?connection_pool_size=10
+
+exit codes:
+""" + '\n'.join('  %-3d %s' % pair for pair in cli_common.EXIT_CODES)
+
+LEVELS = ('DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL')
+_TRUE = ('1', 'true', 'yes', 'on')
+_FALSE = ('0', 'false', 'no', 'off', '')
+
+
+class Parser(argparse.ArgumentParser):
+    """Errors become CommandError: one line, exit code 2."""
+
+    def error(self, message):
+        raise CommandError('%s (see "%s --help")' % (message, self.prog),
+                           EXIT_USAGE, prog=self.prog)
+
+
+class Options:
+    """Adds options to a parser, taking defaults from ZCASYNC_* variables."""
+
+    def __init__(self, parser, environ):
+        self.parser = parser
+        self.environ = environ
+
+    def add(self, *flags, **kw):
+        long_flag = [f for f in flags if f.startswith('--')][0]
+        name = 'ZCASYNC_' + long_flag[2:].upper().replace('-', '_')
+        kw['help'] = '%s [env %s]' % (kw.get('help', ''), name)
+        raw = self.environ.get(name)
+        if raw is not None:
+            kw['default'] = self._convert(name, raw, kw)
+            kw.pop('required', None)
+        return self.parser.add_argument(*flags, **kw)
+
+    def _convert(self, name, raw, kw):
+        action = kw.get('action')
+        if action == 'store_true':
+            if raw.strip().lower() in _TRUE:
+                return True
+            if raw.strip().lower() in _FALSE:
+                return False
+            raise CommandError('%s=%r: expected 1/0, true/false or yes/no'
+                               % (name, raw), EXIT_USAGE)
+        convert = kw.get('type') or str
+        values = raw.split(',') if action == 'append' else [raw]
+        try:
+            converted = [convert(v.strip() if convert is not str else v)
+                         for v in values]
+        except (ValueError, TypeError, argparse.ArgumentTypeError) as e:
+            raise CommandError('%s=%r: %s' % (name, raw, e),
+                               EXIT_USAGE) from None
+        choices = kw.get('choices')
+        for value in converted:
+            if choices is not None and value not in choices:
+                raise CommandError('%s=%r: choose from %s' % (
+                    name, raw, ', '.join(map(str, choices))), EXIT_USAGE)
+        return converted if action == 'append' else converted[0]
+
+
+def _level(text):
+    value = text.upper()
+    if value not in LEVELS:
+        raise argparse.ArgumentTypeError(
+            'invalid log level %r (choose from %s)' % (text, ', '.join(
+                LEVELS)))
+    return getattr(logging, value)
+
+
+def _seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            'invalid number of seconds: %r' % (text,)) from None
+    if math.isnan(value) or value < 0:
+        raise argparse.ArgumentTypeError(
+            'seconds must be >= 0, not %r' % (text,))
+    return value
+
+
+def _common(options, db_help='database URI (see "zcasync --help")'):
+    options.add('--db', required=True, metavar='URI', help=db_help)
+    options.add('--connect-timeout', type=_seconds, default=10.0,
+                metavar='S', help='how long to wait for a ZEO or PostgreSQL '
+                'server to accept connections (default %(default)s)')
+
+
+def _sub(subparsers, name, help, description=None):
+    return subparsers.add_parser(name, help=help,
+                                 description=description or help)
+
+
+def buildParser(environ):
+    parser = Parser(prog='zcasync', description=DESCRIPTION, epilog=EXAMPLES,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND')
+
+    p = _sub(sub, 'worker', 'run a worker (a dispatcher) in the foreground',
+             'Run a dispatcher with a Twisted reactor until SIGTERM/SIGINT. '
+             'On first use it creates the queues, its registration and its '
+             'agent. SIGTERM: no new claims, running jobs get --grace '
+             'seconds, then unfinished work is left to recovery; exit 0.')
+    o = Options(p, environ)
+    _common(o)
+    o.add('--queue', action='append', metavar='NAME',
+          help="a queue to serve (repeatable; default: the primary queue '')")
+    o.add('--agent', default='main', metavar='NAME',
+          help="this worker's agent name in each queue (default "
+          "%(default)s)")
+    o.add('--size', type=int, default=3, metavar='N',
+          help='jobs run at once per queue (default %(default)s)')
+    o.add('--poll-interval', type=_seconds, default=5.0, metavar='S',
+          help='seconds between polls (default %(default)s)')
+    o.add('--ping-interval', type=_seconds, default=30.0, metavar='S',
+          help='seconds between pings (default %(default)s)')
+    o.add('--ping-death-interval', type=_seconds, default=60.0, metavar='S',
+          help='seconds without a ping after which siblings recover this '
+          "worker's jobs (default %(default)s)")
+    o.add('--grace', type=_seconds, default=30.0, metavar='S',
+          help='on SIGTERM/SIGINT, seconds running jobs get to finish '
+          '(default %(default)s)')
+    o.add('--import', dest='imports', action='append', metavar='MODULE',
+          help='a module to import first, e.g. the one defining the job '
+          'functions (repeatable)')
+    o.add('--uuid-file', metavar='PATH',
+          help='file holding this worker\'s UUID, created if missing; one '
+          'per worker (default: $ZC_ASYNC_UUID, else ./uuid.txt)')
+    o.add('--log-level', type=_level, default='INFO', metavar='LEVEL',
+          help='DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO)')
+    p.set_defaults(run='worker')
+
+    p = _sub(sub, 'server', 'run a ZEO server on a FileStorage',
+             'Serve a FileStorage over ZEO in the foreground until '
+             'SIGTERM/SIGINT; workers and other commands then use '
+             '--db zeo://HOST:PORT.')
+    o = Options(p, environ)
+    o.add('--db', required=True, metavar='file://PATH',
+          help='the FileStorage to serve, e.g. file:///var/zcasync/Data.fs '
+          '(created if missing)')
+    o.add('--address', default='127.0.0.1:8100', metavar='HOST:PORT',
+          help='where to listen (default %(default)s; port 0 picks one and '
+          'prints it)')
+    o.add('--log-level', type=_level, default='INFO', metavar='LEVEL',
+          help='DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO)')
+    p.set_defaults(run='server')
+
+    p = _sub(sub, 'put', 'queue a job and print its id',
+             'Queue module:function(ARG...) in its own transaction and '
+             'print its id (OID@DATABASE). Each ARG is parsed as JSON when '
+             'it parses (42, 1.5, true, null, "text", [1, 2], {"a": 1}), '
+             'else passed as a string; put "--" before arguments that '
+             'start with "--".')
+    o = Options(p, environ)
+    _common(o)
+    o.add('--queue', default='', metavar='NAME',
+          help="the queue (default: the primary queue '')")
+    o.add('--create-queue', action='store_true',
+          help='create the queue if it does not exist')
+    when = p.add_mutually_exclusive_group()
+    Options(when, environ).add(
+        '--begin-after', metavar='ISO8601',
+        help='start no earlier than this (e.g. 2030-01-31T09:00:00Z)')
+    Options(when, environ).add(
+        '--in', dest='begin_in', type=_seconds, metavar='SECONDS',
+        help='start no earlier than this many seconds from now')
+    o.add('--begin-by', type=_seconds, metavar='SECONDS',
+          help='fail with TimeoutError if not started this many seconds '
+          'after its begin time')
+    o.add('--retry-policy', metavar='NAME',
+          help='NeverRetry, RetryCommonForever, RetryCommonFourTimes (the '
+          'default), a registered name, or module:factory')
+    o.add('--wait', nargs='?', type=_seconds, const=math.inf,
+          metavar='TIMEOUT', help='wait for the job and print its result '
+          '(its traceback and exit 1 if it failed); TIMEOUT in seconds, '
+          'none: no limit')
+    o.add('--json', action='store_true', help='print JSON')
+    p.add_argument('callable', metavar='module:function')
+    p.add_argument('args', nargs='*', metavar='ARG')
+    p.set_defaults(run='put')
+
+    p = _sub(sub, 'status', 'show queues, dispatchers and agents',
+             'Database-wide view: each queue with its pending jobs, its '
+             'dispatchers (alive, dead or stopped; last ping) and their '
+             'agents.')
+    o = Options(p, environ)
+    _common(o)
+    o.add('--json', action='store_true', help='print JSON')
+    p.set_defaults(run='status')
+
+    p = _sub(sub, 'jobs', 'list jobs by status',
+             'List jobs: pending ones in claim order, then assigned, active '
+             'and callbacks ones held by agents, then completed ones newest '
+             'first (agents keep completed jobs about a week).')
+    o = Options(p, environ)
+    _common(o)
+    p.add_argument('kind', nargs='?', choices=(
+        'pending', 'assigned', 'active', 'callbacks', 'completed',
+        'succeeded', 'failed'), metavar='STATUS',
+        help='pending, assigned, active, callbacks, completed, succeeded '
+        'or failed (default: all)')
+    o.add('--queue', metavar='NAME', help='only this queue')
+    o.add('--agent', metavar='NAME', help='only jobs of agents so named')
+    o.add('--limit', type=int, default=100, metavar='N',
+          help='at most N jobs (default %(default)s; 0: all)')
+    o.add('--json', action='store_true', help='print JSON')
+    p.set_defaults(run='jobs')
+
+    for name, help, description in (
+            ('job', 'show one job',
+             'Show a job: repr, status, times, result or traceback, '
+             'annotations.'),
+            ('cancel', 'remove a pending job from its queue',
+             'Remove a job that no worker has claimed yet from its queue; '
+             'a claimed, running or completed job is refused.'),
+            ('retry', 'queue a failed job again as a new job',
+             'Queue a new job with the callable, arguments and policy of a '
+             'failed job (not its callbacks); prints the new id.')):
+        p = _sub(sub, name, help, description)
+        o = Options(p, environ)
+        _common(o)
+        p.add_argument('id', metavar='ID', help='OID or OID@DATABASE')
+        o.add('--json', action='store_true', help='print JSON')
+        p.set_defaults(run=name)
+    return parser
+
+
+def _preprocess(argv):
+    """``--wait`` followed by something that is not a number waits without
+    limit (so ``put --wait pkg:f`` keeps pkg:f as the callable)."""
+    result = list(argv)
+    for i, arg in enumerate(result):
+        if arg == '--':
+            break
+        if arg == '--wait':
+            following = result[i + 1] if i + 1 < len(result) else None
+            try:
+                float(following)
+            except (TypeError, ValueError):
+                result[i] = '--wait=inf'
+    return result
+
+
+def _instanceUUIDForTools():
+    """One-shot commands are not workers: unless ZC_ASYNC_UUID says
+    otherwise, give this process a throw-away instance UUID instead of
+    creating ./uuid.txt in the current directory."""
+    if 'zcasync.instanceuuid' in sys.modules or os.environ.get(
+            'ZC_ASYNC_UUID'):
+        return
+    directory = tempfile.mkdtemp(prefix='zcasync-cli-')
+    os.environ['ZC_ASYNC_UUID'] = os.path.join(directory, 'uuid.txt')
+    try:
+        import zcasync.instanceuuid  # noqa: F401  (reads it now)
+    finally:
+        del os.environ['ZC_ASYNC_UUID']
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def run(args):
+    if args.run == 'worker':
+        from zcasync import cli_worker
+        return cli_worker.runWorker(args)
+    if args.run == 'server':
+        from zcasync import cli_worker
+        return cli_worker.runServer(args)
+    _instanceUUIDForTools()
+    import zcasync.configure
+    zcasync.configure.base()
+    from zcasync import cli_jobs
+    return {'put': cli_jobs.runPut, 'status': cli_jobs.runStatus,
+            'jobs': cli_jobs.runJobs, 'job': cli_jobs.runJob,
+            'cancel': cli_jobs.runCancel,
+            'retry': cli_jobs.runRetry}[args.run](args)
+
+
+def main(argv=None, environ=None):
+    """Run the command; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    environ = os.environ if environ is None else environ
+    prog = 'zcasync'
+    try:
+        parser = buildParser(environ)
+        args = parser.parse_args(_preprocess(argv))
+        if not getattr(args, 'run', None):
+            raise CommandError(
+                'choose a command: worker, server, put, status, jobs, job, '
+                'cancel or retry (see "zcasync --help")', EXIT_USAGE)
+        prog = 'zcasync ' + args.command
+        return run(args)
+    except CommandError as e:
+        sys.stdout.flush()
+        sys.stderr.write('%s: error: %s\n' % (e.prog or prog, e.message))
+        return e.code
+    except SystemExit as e:  # --help
+        return e.code if isinstance(e.code, int) else 0
+    except KeyboardInterrupt:
+        sys.stderr.write('%s: interrupted\n' % prog)
+        return 130
+    except Exception as e:
+        if environ.get('ZCASYNC_TRACEBACK'):
+            raise
+        sys.stderr.write(
+            '%s: error: unexpected %s: %s (set ZCASYNC_TRACEBACK=1 to see '
+            'the traceback)\n' % (prog, type(e).__name__,
+                                  cli_common.firstLine(e)))
+        return EXIT_INTERNAL
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Shared pieces of the ``zcasync`` command: exit codes, the error type
+every sub-command raises for a problem the user can fix, and small
+formatting helpers (job ids, times, statuses, values).
+
+A ``CommandError`` carries a one-line message and an exit code; ``main``
+prints it as ``zcasync <command>: error: <message>`` and returns the code,
+so a user never sees a traceback for a mistake of theirs.
+"""
+import datetime
+import json
+
+import ZODB.utils
+
+#: Exit codes, one per kind of problem (documented in ``zcasync --help``).
+EXIT_OK = 0
+EXIT_FAILED = 1         # put --wait: the job failed
+EXIT_USAGE = 2          # bad option or argument (argparse's own code)
+EXIT_URI = 3            # malformed database URI or unknown scheme
+EXIT_UNAVAILABLE = 4    # the database cannot be reached or opened
+EXIT_IMPORT = 5         # a module or module:function cannot be imported
+EXIT_NOT_FOUND = 6      # unknown job id or queue
+EXIT_REFUSED = 7        # the job's status does not allow the operation
+EXIT_UUID_CLASH = 8     # another live process uses this worker's UUID
+EXIT_TIMEOUT = 9        # put --wait: the job did not complete in time
+EXIT_ADDRESS = 10       # server: the address cannot be listened on
+EXIT_INTERNAL = 70      # a bug or an unexpected environment problem
+
+EXIT_CODES = (
+    (EXIT_OK, 'success'),
+    (EXIT_FAILED, 'put --wait: the job failed (its traceback is printed)'),
+    (EXIT_USAGE, 'bad option, argument or environment variable'),
+    (EXIT_URI, 'malformed database URI or unknown scheme'),
+    (EXIT_UNAVAILABLE, 'database unreachable, locked or missing'),
+    (EXIT_IMPORT, 'a module or module:function cannot be imported'),
+    (EXIT_NOT_FOUND, 'unknown job id or queue'),
+    (EXIT_REFUSED, "the job's status does not allow the operation"),
+    (EXIT_UUID_CLASH, "worker: another live process uses this worker's "
+                      "UUID"),
+    (EXIT_TIMEOUT, 'put --wait: the job did not complete in time'),
+    (EXIT_ADDRESS, 'server: cannot listen on the address'),
+    (EXIT_INTERNAL, 'unexpected internal error'),
+)
+
+
+class CommandError(Exception):
+    """A problem the user can fix: a one-line message and an exit code."""
+
+    def __init__(self, message, code, prog=None):
+        super().__init__(' '.join(str(message).split()))
+        self.code = code
+        self.prog = prog
+
+    @property
+    def message(self):
+        return self.args[0]
+
+
+def firstLine(error):
+    """The first non-empty line of an exception's message."""
+    for line in str(error).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(error).__name__
+
+
+# --- job ids ---------------------------------------------------------------
+
+def formatJobId(job):
+    """``OID@DATABASE`` for a stored job."""
+    return '%d@%s' % (ZODB.utils.u64(job._p_oid),
+                      job._p_jar.db().database_name)
+
+
+def parseJobId(text):
+    """(oid as int, database name or None) from ``OID`` or
+    ``OID@DATABASE``."""
+    oid, _, database = str(text).partition('@')
+    try:
+        number = int(oid)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise CommandError(
+            'job id %r is not valid: give the number that "zcasync put" or '
+            '"zcasync jobs" printed, as OID or OID@DATABASE (e.g. 42 or '
+            '42@unnamed)' % (text,), EXIT_USAGE)
+    return number, (database or None)
+
+
+# --- statuses ----------------------------------------------------------------
+
+def statusName(job):
+    """pending, assigned, active, callbacks, completed or new."""
+    from zcasync import interfaces
+    return {
+        interfaces.NEW: 'new',
+        interfaces.PENDING: 'pending',
+        interfaces.ASSIGNED: 'assigned',
+        interfaces.ACTIVE: 'active',
+        interfaces.CALLBACKS: 'callbacks',
+        interfaces.COMPLETED: 'completed',
+    }.get(job.status, str(job.status))
+
+
+# --- values ------------------------------------------------------------------
+
+def isoTime(value):
+    """An aware datetime as ISO 8601 UTC text, or None."""
+    if value is None:
+        return None
+    return value.astimezone(datetime.timezone.utc).isoformat()
+
+
+def seconds(value):
+    """A timedelta as float seconds, or None."""
+    if value is None:
+        return None
+    return value.total_seconds()
+
+
+def jsonable(value):
+    """`value` if JSON can represent it faithfully, else its repr."""
+    try:
+        if json.loads(json.dumps(value)) == value:
+            return value
+    except (TypeError, ValueError, OverflowError, RecursionError):
+        pass
+    return repr(value)
+
+
+def showValue(value):
+    """Text for a result or an annotation: JSON when it round-trips,
+    else the repr."""
+    if jsonable(value) is value:
+        return json.dumps(value)
+    return repr(value)
+
+
+def printJson(data):
+    print(json.dumps(data, indent=2, sort_keys=True))

@@ -1,0 +1,260 @@
+"""Opening the database a ``zcasync`` command names with ``--db URI``.
+
+URIs go through ``zodburi``: ``file:///path/Data.fs``, ``zeo://host:port``,
+``memory://`` and RelStorage's ``postgres://user@host:port/dbname`` (and
+whatever other schemes installed packages register).  Database options
+take zodburi's ``connection_`` prefix (``connection_pool_size=5``,
+``connection_cache_size=...``, ``database_name=...``).
+
+Two things are done differently from plain ``zodburi.resolve_uri``:
+
+- ``postgres://``: RelStorage's own resolver writes the literal string
+  ``'None'`` into the connection string for a user, password, host or port
+  the URI leaves out, which only works under trust authentication and
+  only with a role named "None".  Here the missing parts are left out, so
+  libpq's defaults apply (``PGUSER``, ``PGPASSWORD``, ``~/.pgpass``, the
+  local socket), and percent-escapes in the user and password are decoded.
+- a server that cannot be reached is reported at once as a one-line error
+  (``--connect-timeout`` bounds the wait for a server that is starting),
+  instead of the storage's own long wait followed by a traceback.
+"""
+import os
+import socket
+import time
+import urllib.parse
+
+import zodburi
+
+from zcasync.cli_common import (
+    CommandError, firstLine, EXIT_URI, EXIT_UNAVAILABLE)
+
+EXAMPLES = ('file:///var/zcasync/Data.fs, zeo://127.0.0.1:8100, memory://, '
+            'postgres://postgres@127.0.0.1:5432/zcasync?keep_history=false')
+
+_DB_DEFAULTS = {'cache_size': 10000, 'pool_size': 7,
+                'database_name': 'unnamed'}
+
+
+def scheme(uri):
+    return uri.split(':', 1)[0].lower() if ':' in uri else ''
+
+
+def redact(uri):
+    """The URI with any password replaced by ``***`` (for logs)."""
+    try:
+        parts = urllib.parse.urlsplit(uri)
+        if parts.password:
+            netloc = parts.netloc.replace(':' + parts.password + '@',
+                                          ':***@', 1)
+            return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        pass
+    return uri
+
+
+def _resolvers():
+    """scheme -> entry point of the installed zodburi resolvers."""
+    from importlib.metadata import entry_points
+    return {ep.name: ep for ep in entry_points(group='zodburi.resolvers')}
+
+
+def _dbKeywords(raw, uri):
+    """ZODB.DB keywords from the URI's left-over query options."""
+    dbkw = dict(_DB_DEFAULTS)
+    unknown = []
+    for key, value in raw.items():
+        name = zodburi.PARAMETERS.get(key)
+        if name is None:
+            unknown.append(key)
+            continue
+        if name != 'database_name':
+            try:
+                value = int(value)
+            except ValueError:
+                raise CommandError(
+                    'URI option %s=%r is not an integer in %s'
+                    % (key, value, redact(uri)), EXIT_URI) from None
+        dbkw[name] = value
+    if unknown:
+        raise CommandError(
+            'unknown option(s) %s in database URI %s (database options '
+            'take the connection_ prefix, e.g. connection_pool_size=5; '
+            'storage options depend on the scheme)'
+            % (', '.join(sorted(unknown)), redact(uri)), EXIT_URI)
+    return dbkw
+
+
+def _dsnValue(value):
+    return "'%s'" % str(value).replace('\\', '\\\\').replace("'", "\\'")
+
+
+def _postgresResolver():
+    from relstorage import zodburi_resolver as rz
+
+    class Helper(rz.PostgreSQLAdapterHelper):
+        """Leaves out what the URI does not give (no 'None' strings)."""
+
+        def __call__(self, parsed, kw):
+            unquote = urllib.parse.unquote
+            parts = [
+                ('dbname', parsed.path[1:]),
+                ('user', unquote(parsed.username)
+                 if parsed.username else None),
+                ('password', unquote(parsed.password)
+                 if parsed.password else None),
+                ('host', parsed.hostname),
+                ('port', parsed.port),
+            ]
+            kw, unused = self.interpret_kwargs(kw)
+            parts.extend(kw.items())
+            dsn = ' '.join('%s=%s' % (k, _dsnValue(v)) for k, v in parts
+                           if v not in (None, ''))
+
+            def factory(options):
+                from relstorage.adapters.postgresql import PostgreSQLAdapter
+                return PostgreSQLAdapter(dsn=dsn, options=options)
+            return factory, unused
+
+    return rz.RelStorageURIResolver(Helper())
+
+
+def resolve(uri):
+    """(storage factory, ZODB.DB keywords) for `uri`, or CommandError."""
+    if not uri:
+        raise CommandError(
+            'no database given: use --db URI or ZCASYNC_DB (e.g. %s)'
+            % EXAMPLES, EXIT_URI)
+    name = scheme(uri)
+    if not name or '://' not in uri and name not in ('demo', 'zconfig'):
+        raise CommandError(
+            '--db %r is not a database URI; use e.g. %s'
+            % (redact(uri), EXAMPLES), EXIT_URI)
+    try:
+        if name == 'postgres':
+            try:
+                resolver = _postgresResolver()
+            except ImportError as e:
+                raise CommandError(
+                    'postgres:// needs RelStorage and psycopg2 (%s); install '
+                    'them with: pip install RelStorage psycopg2-binary'
+                    % firstLine(e), EXIT_URI) from None
+            factory, raw = resolver(uri)
+        else:
+            resolvers = _resolvers()
+            if name not in resolvers:
+                raise CommandError(
+                    'unknown database URI scheme %r in %s; known schemes: '
+                    '%s (e.g. %s)' % (name + '://', redact(uri),
+                                      ', '.join(sorted(resolvers)),
+                                      EXAMPLES), EXIT_URI)
+            factory, raw = resolvers[name].load()(uri)
+    except CommandError:
+        raise
+    except Exception as e:
+        raise CommandError('malformed database URI %s: %s'
+                           % (redact(uri), firstLine(e)), EXIT_URI) from None
+    return factory, _dbKeywords(dict(raw), uri)
+
+
+# --- reachability --------------------------------------------------------
+
+def _netAddress(uri, default_port):
+    parts = urllib.parse.urlsplit('http' + uri[uri.index(':'):])
+    try:
+        port = parts.port
+    except ValueError:
+        raise CommandError('malformed port in database URI %s'
+                           % redact(uri), EXIT_URI) from None
+    if not parts.netloc:
+        return None  # a unix socket path
+    return parts.hostname or '127.0.0.1', port or default_port
+
+
+def waitForServer(uri, timeout):
+    """Wait until the server of a zeo:// or postgres:// URI accepts TCP
+    connections, at most `timeout` seconds; CommandError if it does not."""
+    name = scheme(uri)
+    if name == 'zeo':
+        address, what = _netAddress(uri, 9991), 'ZEO server'
+        hint = 'start it (zcasync server --db file:///path/Data.fs ' \
+               '--address HOST:PORT) or fix --db'
+    elif name == 'postgres':
+        address, what = _netAddress(uri, 5432), 'PostgreSQL server'
+        hint = 'start PostgreSQL or fix --db'
+    else:
+        return
+    if address is None:
+        return
+    deadline = time.monotonic() + max(timeout, 0)
+    while True:
+        try:
+            with socket.create_connection(
+                    address, timeout=max(0.2, min(
+                        2.0, deadline - time.monotonic()))):
+                return
+        except OSError as e:
+            error = e
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    raise CommandError(
+        'cannot reach the %s at %s:%s (%s, waited %g s); %s'
+        % (what, address[0], address[1],
+           getattr(error, 'strerror', None) or firstLine(error), timeout,
+           hint), EXIT_UNAVAILABLE)
+
+
+def _filePath(uri):
+    path = uri.split('file://', 1)[1].split('?', 1)[0]
+    return os.path.normpath(path)
+
+
+def openDatabase(uri, connect_timeout=10.0, create=True):
+    """Open the ZODB.DB that `uri` names.
+
+    With ``create=False`` a ``file://`` URI must name an existing file
+    (commands that only read or change jobs never create a database).
+    """
+    import ZODB
+    factory, dbkw = resolve(uri)
+    name = scheme(uri)
+    if name == 'file':
+        path = _filePath(uri)
+        if not create and not os.path.exists(path):
+            raise CommandError(
+                'no database file at %s; check --db (workers and "zcasync '
+                'server" create it)' % path, EXIT_UNAVAILABLE)
+        directory = os.path.dirname(path) or '.'
+        if not os.path.isdir(directory):
+            raise CommandError(
+                'the directory %s of the database file does not exist; '
+                'create it or fix --db' % directory, EXIT_UNAVAILABLE)
+    waitForServer(uri, connect_timeout)
+    try:
+        storage = factory()
+    except CommandError:
+        raise
+    except Exception as e:
+        raise CommandError(_openError(uri, e), EXIT_UNAVAILABLE) from None
+    try:
+        return ZODB.DB(storage, **dbkw)
+    except Exception as e:
+        try:
+            storage.close()
+        except Exception:
+            pass
+        raise CommandError(_openError(uri, e), EXIT_UNAVAILABLE) from None
+
+
+def _openError(uri, error):
+    kind = type(error).__name__
+    text = firstLine(error)
+    if kind == 'LockError':
+        return ('the database file of %s is locked by another process (a '
+                'worker or a ZEO server); only one process can open a '
+                'FileStorage: run "zcasync server" on it and use zeo://'
+                % redact(uri))
+    if kind == 'ClientDisconnected':
+        return ('cannot connect to the ZEO server of %s (%s); check that '
+                'it runs and serves storage "1"' % (redact(uri), text))
+    return 'cannot open the database %s: %s: %s' % (redact(uri), kind, text)

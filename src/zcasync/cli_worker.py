@@ -1,0 +1,453 @@
+"""``zcasync worker`` and ``zcasync server``: the long-running commands.
+
+A worker runs one ``zcasync.dispatcher.Dispatcher`` with Twisted's reactor
+in the foreground:
+
+1. it reads its UUID (``--uuid-file``, else ``ZC_ASYNC_UUID``, else
+   ``./uuid.txt``; a missing file is created);
+2. if that UUID is activated in one of its queues and not yet dead, it
+   watches the record: a crashed predecessor (the same worker restarted)
+   stops pinging and is found dead after its death interval, and the
+   worker then starts (the dispatcher recovers the predecessor's jobs); a
+   live process pinging with the same UUID is a clash: one-line error,
+   exit code 8;
+3. in one transaction, retried on conflicts (workers may start at once),
+   it creates what is missing -- the queues mapping, its queues, its
+   registration in each queue and its agent -- and stores its ping
+   intervals and agent size;
+4. it activates the dispatcher and runs the reactor.  After the first
+   poll that reaches a queue, a ``None`` entry for that queue means the
+   dispatcher refused it because another live process uses the UUID (the
+   race the check in 2 cannot see): one-line error, exit code 8.
+
+SIGTERM or SIGINT stops it gracefully: the dispatcher stops claiming,
+running jobs get ``--grace`` seconds to finish (the worker waits until its
+agents hold no job), then the reactor stops, and the dispatcher's
+before-shutdown trigger deactivates it, which queues recovery for whatever
+is unfinished (the retry policies decide).  A second signal stops at once.
+
+The server serves a FileStorage over ZEO until SIGTERM or SIGINT.
+"""
+import datetime
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+import transaction
+
+from zcasync.cli_common import (
+    CommandError, firstLine, EXIT_OK, EXIT_USAGE, EXIT_IMPORT, EXIT_UNAVAILABLE,
+    EXIT_UUID_CLASH, EXIT_ADDRESS, EXIT_URI)
+from zcasync import cli_db
+
+log = logging.getLogger('zcasync.events')
+
+
+def setupLogging(level):
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(
+        '%(asctime)s %(levelname)-8s %(name)s [%(process)d]: %(message)s',
+        '%Y-%m-%d %H:%M:%S'))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def importModules(names):
+    import importlib
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as e:
+            raise CommandError(
+                'cannot import module %r given to --import (%s: %s); check '
+                'the name and PYTHONPATH' % (name, type(e).__name__,
+                                             firstLine(e)),
+                EXIT_IMPORT) from None
+
+
+# --- the worker's UUID ---------------------------------------------------
+
+def readWorkerUUID(uuid_file):
+    """The worker's UUID; the instance UUID module is imported with the
+    same file so that jobs this process queues name it as assigner."""
+    if uuid_file:
+        uuid_file = os.path.abspath(uuid_file)
+        if 'zcasync.instanceuuid' not in sys.modules:
+            os.environ['ZC_ASYNC_UUID'] = uuid_file
+    try:
+        from zcasync import instanceuuid
+        return instanceuuid.readUUID(uuid_file or None), \
+            uuid_file or instanceuuid.path()
+    except ValueError as e:
+        raise CommandError(str(e), EXIT_USAGE) from None
+    except OSError as e:
+        raise CommandError(
+            'cannot read or create the UUID file %s (%s); fix --uuid-file '
+            'or ZC_ASYNC_UUID' % (e.filename or uuid_file, e.strerror),
+            EXIT_USAGE) from None
+
+
+# --- setup in the database -------------------------------------------------
+
+def _records(conn, uuid, names):
+    from zcasync.interfaces import KEY
+    queues = conn.root().get(KEY)
+    found = {}
+    for name in names:
+        queue = queues.get(name) if queues is not None else None
+        agents = queue.dispatchers.get(uuid) if queue is not None else None
+        if agents is not None:
+            found[name] = agents
+    return found
+
+
+def waitForPredecessor(conn, uuid, names):
+    """Return once no live process uses `uuid` in `names`; CommandError
+    when one does (its pings advance)."""
+    tm = conn.transaction_manager
+    tm.begin()
+    busy = {name: agents.last_ping
+            for name, agents in _records(conn, uuid, names).items()
+            if agents.activated and not agents.dead}
+    if not busy:
+        tm.abort()
+        return
+    death = max(_records(conn, uuid, names)[n].ping_death_interval
+                for n in busy).total_seconds()
+    log.warning(
+        'UUID %s is still activated in queue(s) %s (last ping %s); waiting '
+        'up to %.1f s to tell a crashed predecessor (found dead when its '
+        'death interval passes) from a live process with the same UUID',
+        uuid, ', '.join(repr(n) for n in sorted(busy)),
+        max(busy.values()), death + 2)
+    deadline = time.monotonic() + death + 2
+    while True:
+        tm.begin()
+        records = _records(conn, uuid, names)
+        for name, stamp in list(busy.items()):
+            agents = records.get(name)
+            if agents is None or not agents.activated or agents.dead:
+                del busy[name]
+            elif agents.last_ping != stamp:
+                tm.abort()
+                raise CommandError(clashMessage(uuid, name), EXIT_UUID_CLASH)
+        tm.abort()
+        if not busy:
+            log.info('the previous process with UUID %s is gone; starting',
+                     uuid)
+            return
+        if time.monotonic() > deadline:
+            raise CommandError(clashMessage(uuid, sorted(busy)[0]),
+                               EXIT_UUID_CLASH)
+        time.sleep(0.1)
+
+
+def clashMessage(uuid, queue_name):
+    return ('UUID %s is in use by another live process in queue %r: every '
+            'worker needs its own UUID file (give each one --uuid-file '
+            'PATH, or ZC_ASYNC_UUID); do not copy UUID files between '
+            'workers' % (uuid, queue_name))
+
+
+def setupDatabase(conn, uuid, names, agent_name, size, ping, death):
+    """Create what is missing, in one transaction retried on conflicts."""
+    from zcasync.agent import Agent
+    from zcasync.interfaces import KEY
+    from zcasync.queue import Queue, Queues
+    tm = conn.transaction_manager
+    ping = datetime.timedelta(seconds=ping)
+    death = datetime.timedelta(seconds=death)
+    for attempt in tm.attempts(20):
+        with attempt:
+            root = conn.root()
+            queues = root.get(KEY)
+            if queues is None:
+                queues = root[KEY] = Queues()
+            for name in names:
+                queue = queues.get(name)
+                if queue is None:
+                    queue = queues[name] = Queue()
+                agents = queue.dispatchers.get(uuid)
+                if agents is None:
+                    agents = queue.dispatchers.register(uuid)
+                if agents.ping_interval != ping:
+                    agents.ping_interval = ping
+                if agents.ping_death_interval != death:
+                    agents.ping_death_interval = death
+                agent = agents.get(agent_name)
+                if agent is None:
+                    agents[agent_name] = Agent(size=size)
+                elif agent.size != size:
+                    agent.size = size
+
+
+def heldJobs(conn, uuid, names):
+    """How many jobs this worker's agents hold, as committed now."""
+    conn.transaction_manager.begin()
+    try:
+        return sum(len(agent)
+                   for agents in _records(conn, uuid, names).values()
+                   for agent in agents.values())
+    finally:
+        conn.transaction_manager.abort()
+
+
+# --- running -------------------------------------------------------------
+
+class Worker:
+    """One worker process; see the module docstring."""
+
+    def __init__(self, args):
+        self.args = args
+        self.names = list(dict.fromkeys(args.queue or ['']))
+        self.exit_code = EXIT_OK
+        self.stopping = False
+        self.deadline = None
+        self.db = None
+        self.conn = None
+        self.dispatcher = None
+        self.checked = set()
+
+    def run(self):
+        args = self.args
+        if args.size < 1:
+            raise CommandError('--size must be at least 1, not %d'
+                               % args.size, EXIT_USAGE)
+        for option in ('poll_interval', 'ping_interval',
+                       'ping_death_interval'):
+            if getattr(args, option) <= 0:
+                raise CommandError('--%s must be positive' % option.replace(
+                    '_', '-'), EXIT_USAGE)
+        if args.ping_death_interval <= args.ping_interval:
+            raise CommandError(
+                '--ping-death-interval (%g s) must be longer than '
+                '--ping-interval (%g s), a few pings long'
+                % (args.ping_death_interval, args.ping_interval), EXIT_USAGE)
+        setupLogging(args.log_level)
+        uuid, uuid_path = readWorkerUUID(args.uuid_file)
+        importModules(args.imports or ())
+        import zcasync.configure
+        zcasync.configure.base()
+        self.db = cli_db.openDatabase(args.db, args.connect_timeout)
+        self.uuid = uuid
+        self.conn = self.db.open(
+            transaction_manager=transaction.TransactionManager())
+        waitForPredecessor(self.conn, uuid, self.names)
+        setupDatabase(self.conn, uuid, self.names, args.agent, args.size,
+                      args.ping_interval, args.ping_death_interval)
+        log.info(
+            'worker %s (UUID file %s) on %s: queue(s) %s, agent %r of size '
+            '%d, poll every %g s, ping every %g s, dead after %g s',
+            uuid, uuid_path, cli_db.redact(args.db),
+            ', '.join(repr(n) for n in self.names), args.agent, args.size,
+            args.poll_interval, args.ping_interval, args.ping_death_interval)
+        return self._runReactor()
+
+    def _runReactor(self):
+        from twisted.internet import reactor
+        from twisted.python import log as twisted_log
+        from zcasync.dispatcher import Dispatcher
+        twisted_log.PythonLoggingObserver('twisted').start()
+        self.attach(Dispatcher(self.db, reactor,
+                               poll_interval=self.args.poll_interval,
+                               uuid=self.uuid), reactor)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._signalled)
+        self.dispatcher.activate()
+        reactor.run(installSignalHandlers=False)
+        return self._finish()
+
+    def attach(self, dispatcher, reactor):
+        """Use `dispatcher` and `reactor`; once the reactor runs, check
+        the first polls for a UUID clash."""
+        self.dispatcher = dispatcher
+        self.reactor = reactor
+        self.uuid = dispatcher.UUID
+        reactor.callWhenRunning(self._checkFirstPolls)
+
+    # -- UUID clash backstop ---------------------------------------------
+
+    def _checkFirstPolls(self):
+        if self.stopping:
+            return
+        for poll in self.dispatcher.polls:
+            for name in self.names:
+                if name in self.checked or name not in poll:
+                    continue
+                if poll[name] is None:
+                    self.exit_code = EXIT_UUID_CLASH
+                    self._error(clashMessage(self.uuid, name))
+                    self.stopping = True
+                    self.reactor.stop()
+                    return
+                self.checked.add(name)
+        if len(self.checked) < len(self.names):
+            self.reactor.callLater(0.05, self._checkFirstPolls)
+
+    def _error(self, message):
+        log.error('%s', message)
+        sys.stderr.write('zcasync worker: error: %s\n' % message)
+        sys.stderr.flush()
+
+    # -- graceful stop -----------------------------------------------------
+
+    def _signalled(self, signum, frame):
+        self.reactor.callFromThread(self._stop, signal.Signals(signum).name)
+
+    def _stop(self, name):
+        if self.stopping:
+            if self.reactor.running:
+                log.warning('%s again: stopping now', name)
+                self.reactor.stop()
+            return
+        self.stopping = True
+        self.dispatcher.claiming = False
+        self.deadline = time.monotonic() + self.args.grace
+        log.info('%s: claiming no more jobs; waiting up to %g s for running '
+                 'jobs to finish', name, self.args.grace)
+        self._waitForJobs()
+
+    def _idle(self):
+        if self.dispatcher.getActiveJobIds():
+            return False
+        try:
+            return heldJobs(self.conn, self.uuid, self.names) == 0
+        except Exception as e:
+            log.warning('could not read held jobs (%s); stopping', e)
+            return True
+
+    def _waitForJobs(self):
+        if not self.reactor.running:
+            return
+        if self._idle():
+            log.info('no job running; stopping')
+        elif time.monotonic() >= self.deadline:
+            log.warning(
+                'grace period of %g s over with job(s) %s still running; '
+                'stopping: deactivation queues their recovery',
+                self.args.grace, self.dispatcher.getActiveJobIds())
+        else:
+            self.reactor.callLater(0.1, self._waitForJobs)
+            return
+        self.reactor.stop()
+
+    def _finish(self):
+        running = self.dispatcher.getActiveJobIds() \
+            if self.dispatcher is not None else []
+        try:
+            self.conn.transaction_manager.abort()
+            self.conn.close()
+        except Exception:
+            pass
+        if running:
+            log.warning('leaving %d unfinished job(s) to recovery',
+                        len(running))
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(self.exit_code)  # worker threads still hold the DB
+        try:
+            self.db.close()
+        except Exception as e:
+            log.warning('closing the database: %s', firstLine(e))
+        log.info('worker %s stopped', self.uuid)
+        return self.exit_code
+
+
+def runWorker(args):
+    return Worker(args).run()
+
+
+# --- server --------------------------------------------------------------
+
+def parseAddress(text):
+    host, sep, port = str(text).rpartition(':')
+    host = host.strip('[]')
+    try:
+        number = int(port)
+    except ValueError:
+        number = -1
+    if not sep or not host or not 0 <= number <= 65535:
+        raise CommandError(
+            '--address %r is not HOST:PORT (e.g. 127.0.0.1:8100; port 0 '
+            'picks a free port)' % (text,), EXIT_USAGE)
+    return host, number
+
+
+#: How many object ids a starting server skips (see ``skipOids``).
+OID_GAP = 1 << 20
+
+
+def skipOids(storage):
+    """Start allocating object ids well above the highest one in use.
+
+    ZEO clients fetch new oids 100 at a time and keep the unused ones
+    across reconnections, but a restarted FileStorage allocates again from
+    its highest *committed* oid: without a gap, a client still holding
+    prefetched ids and a client fetching fresh ones store different
+    objects under one oid ("A different object already has the same oid",
+    or worse).  Skipping 2**20 ids per start costs nothing (oids are 64
+    bits) and is safe for up to ten thousand connected clients.
+    """
+    from ZODB.utils import p64, u64
+    storage.set_max_oid(p64(u64(storage.new_oid()) + OID_GAP))
+
+
+def runServer(args):
+    from ZODB.FileStorage import FileStorage
+    if cli_db.scheme(args.db) != 'file':
+        raise CommandError(
+            'zcasync server serves a FileStorage: give --db '
+            'file:///path/Data.fs (not %s); workers then use --db '
+            'zeo://HOST:PORT' % cli_db.redact(args.db), EXIT_URI)
+    address = parseAddress(args.address)
+    setupLogging(args.log_level)
+    path = cli_db._filePath(args.db)
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise CommandError(
+            'the directory of %s does not exist; create it or fix --db'
+            % path, EXIT_UNAVAILABLE)
+    try:
+        storage = FileStorage(path)
+    except Exception as e:
+        raise CommandError(cli_db._openError(args.db, e),
+                           EXIT_UNAVAILABLE) from None
+    skipOids(storage)
+    from ZEO.StorageServer import StorageServer
+    try:
+        server = StorageServer(address, {'1': storage})
+    except OSError as e:
+        storage.close()
+        raise CommandError(
+            'cannot listen on %s:%d (%s); pick another --address'
+            % (address[0], address[1], e.strerror or firstLine(e)),
+            EXIT_ADDRESS) from None
+    stop = threading.Event()
+    received = []
+
+    def signalled(signum, frame):
+        received.append(signal.Signals(signum).name)
+        stop.set()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signalled)
+    server.start_thread()
+    host, port = server.addr[:2]
+    log.info('serving %s over ZEO on %s:%d', path, host, port)
+    print('zcasync server: serving %s on %s:%d' % (path, host, port),
+          flush=True)
+    while not stop.wait(0.5):
+        pass
+    log.info('%s: stopping the ZEO server', received[0])
+    # StorageServer.close stops its event loop before it closes the client
+    # connections, and logs an error per connection; the connections
+    # close when this process exits anyway
+    logging.getLogger('ZEO.asyncio.server').setLevel(logging.CRITICAL)
+    server.close()
+    log.info('ZEO server stopped; %s closed', path)
+    return EXIT_OK

@@ -1,0 +1,264 @@
+"""zcasync put, status, jobs, job, cancel and retry on a FileStorage, in
+process.  Jobs are run by ``runQueuedJobs`` (claim and call, as a worker
+does) so that there are completed and failed jobs to look at.  The
+callables are standard-library functions, importable anywhere."""
+import datetime
+import json
+import re
+
+import pytest
+
+from zcasync.cli_common import (
+    EXIT_OK, EXIT_USAGE, EXIT_IMPORT, EXIT_NOT_FOUND, EXIT_REFUSED)
+
+from test_cli_support import (
+    run, database, fileUri, lastTransaction, runQueuedJobs, jobState,
+    openDb)
+
+
+def oneLine(err, prog):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert re.match(r'zcasync( \w+)?: error: ', lines[0]), err
+    assert lines[0].startswith(prog), err
+    return lines[0]
+
+
+def put(capsys, path, *argv):
+    code, out, err = run(capsys, 'put', '--db', fileUri(path), *argv)
+    assert code == EXIT_OK, err
+    ident = out.strip()
+    return ident, int(ident.split('@')[0])
+
+
+def jsonOf(capsys, *argv):
+    code, out, err = run(capsys, *argv)
+    assert code == EXIT_OK, err
+    return json.loads(out)
+
+
+def test_put_parses_arguments_as_json_or_strings(capsys, tmp_path):
+    path = database(tmp_path)
+    ident, oid = put(capsys, path, 'builtins:print', '1', '"1"', 'abc',
+                     '[1, 2]', '{"a": null}', 'true', '-5')
+    assert ident == '%d@unnamed' % oid
+    info = jsonOf(capsys, 'job', ident, '--db', fileUri(path), '--json')
+    assert info['status'] == 'pending'
+    assert info['queue'] == ''
+    assert info['call'] == "builtins.print(1, '1', 'abc', [1, 2], " \
+                           "{'a': None}, True, -5)"
+    assert info['assigner'] is not None
+
+
+def test_put_schedules_and_sets_policy(capsys, tmp_path):
+    path = database(tmp_path)
+    ident, oid = put(capsys, path, '--begin-after', '2031-02-03T04:05:06Z',
+                     '--begin-by', '60', '--retry-policy', 'NeverRetry',
+                     'operator:add', '1', '2')
+    info = jsonOf(capsys, 'job', ident, '--db', fileUri(path), '--json')
+    assert info['begin_after'] == '2031-02-03T04:05:06+00:00'
+    assert info['begin_by'] == 60.0
+    assert info['retry_policy'] == 'NeverRetry'
+    ident, oid = put(capsys, path, '--begin-after',
+                     '2031-02-03T05:05:06+01:00', 'operator:add', '1', '2')
+    info = jsonOf(capsys, 'job', ident, '--db', fileUri(path), '--json')
+    assert info['begin_after'] == '2031-02-03T04:05:06+00:00'
+    before = datetime.datetime.now(datetime.timezone.utc)
+    ident, oid = put(capsys, path, '--in', '3600', 'operator:add', '1', '2')
+    info = jsonOf(capsys, 'job', ident, '--db', fileUri(path), '--json')
+    start = datetime.datetime.fromisoformat(info['begin_after'])
+    assert before + datetime.timedelta(seconds=3600) <= start
+    # scheduled jobs do not run yet
+    assert runQueuedJobs(path) == 0
+
+
+def test_put_with_a_policy_factory_given_as_module_function(capsys,
+                                                            tmp_path):
+    path = database(tmp_path)
+    ident, oid = put(capsys, path, '--retry-policy',
+                     'zcasync.retry:RetryCommonForever', 'operator:add',
+                     '1', '2')
+    info = jsonOf(capsys, 'job', ident, '--db', fileUri(path), '--json')
+    assert info['retry_policy'] == 'zcasync.retry:RetryCommonForever'
+
+
+@pytest.mark.parametrize('argv, code_, words', [
+    (['no_such_module_xyz:f'], EXIT_IMPORT,
+     ["cannot import module 'no_such_module_xyz'", 'PYTHONPATH']),
+    (['operator:no_such_function'], EXIT_IMPORT,
+     ["module 'operator' has no 'no_such_function'"]),
+    (['operator'], EXIT_IMPORT, ['is not module:function']),
+    (['math:pi'], EXIT_IMPORT, ['is not callable']),
+    (['--begin-after', 'next tuesday', 'operator:add'], EXIT_USAGE,
+     ["--begin-after 'next tuesday' is not an ISO 8601 date-time"]),
+    (['--begin-after', '2030-01-31T09:00:00', 'operator:add'], EXIT_USAGE,
+     ['has no time zone']),
+    (['--begin-after', '2030-01-31T09:00:00Z', '--in', '5', 'operator:add'],
+     EXIT_USAGE, ['not allowed with argument']),
+    (['--in', '-5', 'operator:add'], EXIT_USAGE, ['--in']),
+    (['--retry-policy', 'Sometimes', 'operator:add'], EXIT_USAGE,
+     ["no retry policy factory is registered as 'Sometimes'"]),
+    (['--retry-policy', 'nowhere_xyz:P', 'operator:add'], EXIT_IMPORT,
+     ['the retry policy']),
+    (['--queue', 'reports', 'operator:add'], EXIT_NOT_FOUND,
+     ["no queue 'reports'", '--create-queue']),
+    (['--wait', 'operator:add', '1', '2'], EXIT_USAGE,
+     ['--wait needs a database that workers share']),
+])
+def test_put_refuses_bad_input_and_changes_nothing(capsys, tmp_path, argv,
+                                                   code_, words):
+    path = database(tmp_path)
+    before = lastTransaction(path)
+    code, out, err = run(capsys, 'put', '--db', fileUri(path), *argv)
+    assert code == code_, err
+    line = oneLine(err, 'zcasync put')
+    for word in words:
+        assert word in line
+    assert out == ''
+    assert lastTransaction(path) == before
+
+
+def test_put_creates_a_queue_only_when_asked(capsys, tmp_path):
+    path = database(tmp_path, queue=False)
+    ident, oid = put(capsys, path, '--queue', 'reports', '--create-queue',
+                     'operator:add', '1', '2')
+    info = jsonOf(capsys, 'status', '--db', fileUri(path), '--json')
+    assert [(q['name'], q['pending']) for q in info['queues']] == [
+        ('reports', 1)]
+
+
+def test_status_jobs_and_job_show_what_happened(capsys, tmp_path):
+    path = database(tmp_path)
+    ok, ok_oid = put(capsys, path, 'operator:add', '40', '2')
+    bad, bad_oid = put(capsys, path, 'math:sqrt', '-1')
+    later, later_oid = put(capsys, path, '--in', '3600', 'operator:add',
+                           '1', '1')
+    assert runQueuedJobs(path) == 2
+    db = fileUri(path)
+
+    status = jsonOf(capsys, 'status', '--db', db, '--json')
+    [queue] = status['queues']
+    assert queue['pending'] == 1
+    [dispatcher] = queue['dispatchers']
+    assert dispatcher['activated'] is None
+    assert dispatcher['agents'] == [
+        {'name': 'main', 'size': 100, 'held': 0, 'completed': 2}]
+    code, out, err = run(capsys, 'status', '--db', db)
+    assert "queue '': 1 pending, 1 dispatcher(s)" in out
+    assert "agent 'main': size 100, holding 0, completed 2" in out
+
+    listed = jsonOf(capsys, 'jobs', '--db', db, '--json')
+    assert [(j['id'], j['status']) for j in listed] == [
+        (later, 'pending'), (bad, 'completed'), (ok, 'completed')]
+    assert [j['id'] for j in jsonOf(
+        capsys, 'jobs', 'failed', '--db', db, '--json')] == [bad]
+    assert [j['id'] for j in jsonOf(
+        capsys, 'jobs', 'succeeded', '--db', db, '--json')] == [ok]
+    assert [j['id'] for j in jsonOf(
+        capsys, 'jobs', 'pending', '--db', db, '--json')] == [later]
+    assert jsonOf(capsys, 'jobs', 'active', '--db', db, '--json') == []
+    assert len(jsonOf(capsys, 'jobs', '--limit', '1', '--db', db,
+                      '--json')) == 1
+    assert [j['id'] for j in jsonOf(capsys, 'jobs', '--agent', 'main',
+                                    '--db', db, '--json')] == [bad, ok]
+    code, out, err = run(capsys, 'jobs', '--db', db)
+    lines = out.strip().splitlines()
+    assert lines[0].split()[:2] == [later, 'pending']
+    assert lines[1].split()[:2] == [bad, 'failed']
+    assert lines[2].split()[:2] == [ok, 'succeeded']
+    assert 'math.sqrt(-1)' in lines[1]
+    code, out, err = run(capsys, 'jobs', '--queue', 'nope', '--db', db)
+    assert code == EXIT_NOT_FOUND
+    assert "no queue 'nope'" in oneLine(err, 'zcasync jobs')
+
+    info = jsonOf(capsys, 'job', ok, '--db', db, '--json')
+    assert (info['status'], info['result'], info['failed']) == (
+        'completed', 42, False)
+    assert info['agent'] == 'main'
+    assert info['active_start'] <= info['active_end']
+    info = jsonOf(capsys, 'job', str(bad_oid), '--db', db, '--json')
+    assert info['failed'] is True
+    assert info['error'] == 'builtins.ValueError: math domain error'
+    assert 'ValueError' in info['traceback']
+    code, out, err = run(capsys, 'job', bad, '--db', db)
+    assert 'failed:       builtins.ValueError: math domain error' in out
+    assert 'Traceback' in out
+    code, out, err = run(capsys, 'job', ok, '--db', db)
+    assert 'result:       42' in out
+    assert 'status:       completed' in out
+
+
+def test_cancel_removes_a_pending_job_and_refuses_others(capsys, tmp_path):
+    path = database(tmp_path)
+    db = fileUri(path)
+    done, done_oid = put(capsys, path, 'operator:add', '1', '2')
+    assert runQueuedJobs(path) == 1
+    waiting, waiting_oid = put(capsys, path, '--in', '3600', 'operator:add',
+                               '1', '2')
+    code, out, err = run(capsys, 'cancel', waiting, '--db', db)
+    assert code == EXIT_OK, err
+    assert "removed from queue ''" in out
+    status, result, annotations = jobState(path, waiting_oid)
+    assert status == 'new-status'
+    assert 'zcasync.cancelled' in annotations
+    assert jsonOf(capsys, 'jobs', 'pending', '--db', db, '--json') == []
+
+    for ident, word in ((waiting, 'it is new'),
+                        (done, 'it is completed')):
+        before = lastTransaction(path)
+        code, out, err = run(capsys, 'cancel', ident, '--db', db)
+        assert code == EXIT_REFUSED
+        line = oneLine(err, 'zcasync cancel')
+        assert word in line
+        assert 'only a pending job' in line
+        assert lastTransaction(path) == before
+
+
+def test_cancel_refuses_a_claimed_job(capsys, tmp_path):
+    from zcasync.interfaces import KEY
+    from test_cli_support import WORKER_UUID
+    path = database(tmp_path)
+    ident, oid = put(capsys, path, 'operator:add', '1', '2')
+    with openDb(path) as (db, conn):
+        agent = conn.root()[KEY][''].dispatchers[WORKER_UUID]['main']
+        assert agent.claimJob() is not None
+        conn.transaction_manager.commit()
+    before = lastTransaction(path)
+    code, out, err = run(capsys, 'cancel', ident, '--db', fileUri(path))
+    assert code == EXIT_REFUSED
+    assert 'it is assigned' in oneLine(err, 'zcasync cancel')
+    assert lastTransaction(path) == before
+
+
+def test_retry_queues_a_failed_job_again(capsys, tmp_path):
+    path = database(tmp_path)
+    db = fileUri(path)
+    bad, bad_oid = put(capsys, path, '--retry-policy', 'NeverRetry',
+                       'math:sqrt', '-4')
+    ok, ok_oid = put(capsys, path, 'operator:add', '1', '2')
+    assert runQueuedJobs(path) == 2
+
+    code, out, err = run(capsys, 'retry', bad, '--db', db)
+    assert code == EXIT_OK, err
+    again = out.strip()
+    assert again != bad
+    info = jsonOf(capsys, 'job', again, '--db', db, '--json')
+    assert info['status'] == 'pending'
+    assert info['call'] == 'math.sqrt(-4)'
+    assert info['retry_policy'] == 'NeverRetry'
+    assert info['annotations']['zcasync.retry_of'] == bad
+    assert runQueuedJobs(path) == 1
+    info = jsonOf(capsys, 'job', again, '--db', db, '--json')
+    assert info['failed'] is True
+
+    for ident, word in ((ok, 'completed and succeeded'),):
+        before = lastTransaction(path)
+        code, out, err = run(capsys, 'retry', ident, '--db', db)
+        assert code == EXIT_REFUSED
+        assert word in oneLine(err, 'zcasync retry')
+        assert lastTransaction(path) == before
+    pending, pending_oid = put(capsys, path, '--in', '99', 'operator:add',
+                               '1', '2')
+    code, out, err = run(capsys, 'retry', pending, '--db', db)
+    assert code == EXIT_REFUSED
+    assert 'it is pending' in oneLine(err, 'zcasync retry')
