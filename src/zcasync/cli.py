@@ -129,11 +129,17 @@ def _seconds(text):
     return value
 
 
-def _common(options, db_help='database URI (see "zcasync --help")'):
+def _common(options, db_help='database URI (see "zcasync --help")',
+            log_default=None):
     options.add('--db', required=True, metavar='URI', help=db_help)
     options.add('--connect-timeout', type=_seconds, default=10.0,
                 metavar='S', help='how long to wait for a ZEO or PostgreSQL '
                 'server to accept connections (default %(default)s)')
+    options.add('--log-level', type=_level, default=log_default,
+                metavar='LEVEL', help='DEBUG, INFO, WARNING, ERROR or '
+                'CRITICAL (default %s)' % (
+                    logging.getLevelName(log_default) if log_default
+                    else 'no log output'))
 
 
 def _sub(subparsers, name, help, description=None):
@@ -152,7 +158,7 @@ def buildParser(environ):
              'agent. SIGTERM: no new claims, running jobs get --grace '
              'seconds, then unfinished work is left to recovery; exit 0.')
     o = Options(p, environ)
-    _common(o)
+    _common(o, log_default=logging.INFO)
     o.add('--queue', action='append', metavar='NAME',
           help="a queue to serve (repeatable; default: the primary queue '')")
     o.add('--agent', default='main', metavar='NAME',
@@ -176,8 +182,6 @@ def buildParser(environ):
     o.add('--uuid-file', metavar='PATH',
           help='file holding this worker\'s UUID, created if missing; one '
           'per worker (default: $ZC_ASYNC_UUID, else ./uuid.txt)')
-    o.add('--log-level', type=_level, default='INFO', metavar='LEVEL',
-          help='DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO)')
     p.set_defaults(run='worker')
 
     p = _sub(sub, 'server', 'run a ZEO server on a FileStorage',
@@ -315,6 +319,11 @@ def run(args):
         from zcasync import cli_worker
         return cli_worker.runServer(args)
     _instanceUUIDForTools()
+    if args.log_level is None:
+        logging.getLogger().addHandler(logging.NullHandler())
+    else:
+        from zcasync import cli_worker
+        cli_worker.setupLogging(args.log_level)
     import zcasync.configure
     zcasync.configure.base()
     from zcasync import cli_jobs

@@ -170,6 +170,18 @@ def _netAddress(uri, default_port):
     return parts.hostname or '127.0.0.1', port or default_port
 
 
+def _closeQuietly(probe):
+    """Read what the server greets a connection with before closing, so
+    that it sees an orderly close rather than a reset (which a ZEO server
+    logs as an error)."""
+    try:
+        probe.settimeout(0.2)
+        probe.recv(256)
+        probe.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
 def waitForServer(uri, timeout):
     """Wait until the server of a zeo:// or postgres:// URI accepts TCP
     connections, at most `timeout` seconds; CommandError if it does not."""
@@ -190,7 +202,9 @@ def waitForServer(uri, timeout):
         try:
             with socket.create_connection(
                     address, timeout=max(0.2, min(
-                        2.0, deadline - time.monotonic()))):
+                        2.0, deadline - time.monotonic()))) as probe:
+                if name == 'zeo':
+                    _closeQuietly(probe)
                 return
         except OSError as e:
             error = e
@@ -216,6 +230,7 @@ def openDatabase(uri, connect_timeout=10.0, create=True):
     (commands that only read or change jobs never create a database).
     """
     import ZODB
+    import ZODB.POSException
     factory, dbkw = resolve(uri)
     name = scheme(uri)
     if name == 'file':
@@ -230,20 +245,28 @@ def openDatabase(uri, connect_timeout=10.0, create=True):
                 'the directory %s of the database file does not exist; '
                 'create it or fix --db' % directory, EXIT_UNAVAILABLE)
     waitForServer(uri, connect_timeout)
-    try:
-        storage = factory()
-    except CommandError:
-        raise
-    except Exception as e:
-        raise CommandError(_openError(uri, e), EXIT_UNAVAILABLE) from None
-    try:
-        return ZODB.DB(storage, **dbkw)
-    except Exception as e:
+    for attempt in range(5):
         try:
-            storage.close()
-        except Exception:
-            pass
-        raise CommandError(_openError(uri, e), EXIT_UNAVAILABLE) from None
+            storage = factory()
+        except CommandError:
+            raise
+        except Exception as e:
+            raise CommandError(_openError(uri, e),
+                               EXIT_UNAVAILABLE) from None
+        try:
+            return ZODB.DB(storage, **dbkw)
+        except Exception as e:
+            try:
+                storage.close()
+            except Exception:
+                pass
+            if isinstance(e, ZODB.POSException.ConflictError) and \
+                    attempt < 4:
+                # a brand-new database: another process created its root
+                # object at the same moment; open it again
+                continue
+            raise CommandError(_openError(uri, e),
+                               EXIT_UNAVAILABLE) from None
 
 
 def _openError(uri, error):

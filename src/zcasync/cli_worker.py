@@ -39,8 +39,8 @@ import time
 import transaction
 
 from zcasync.cli_common import (
-    CommandError, firstLine, EXIT_OK, EXIT_USAGE, EXIT_IMPORT, EXIT_UNAVAILABLE,
-    EXIT_UUID_CLASH, EXIT_ADDRESS, EXIT_URI)
+    CommandError, firstLine, EXIT_OK, EXIT_USAGE, EXIT_IMPORT,
+    EXIT_UNAVAILABLE, EXIT_UUID_CLASH, EXIT_ADDRESS, EXIT_URI)
 from zcasync import cli_db
 
 log = logging.getLogger('zcasync.events')
@@ -380,6 +380,34 @@ def parseAddress(text):
     return host, number
 
 
+def stopServer(server, timeout=2.0):
+    """Stop listening, close the client connections, then close the
+    server and its storage.
+
+    ``StorageServer.close`` alone stops the event loop first and closes
+    the storage while clients are still connected: their requests in that
+    window fail with ``ServerException: ValueError('closed')``, which is
+    not an error clients retry.  Here clients see a plain disconnection,
+    which they ride out by reconnecting.
+    """
+    acceptor = server.acceptor
+    listening = threading.Event()
+
+    def stopListening():
+        acceptor.server.close()
+        listening.set()
+    acceptor.event_loop.call_soon_threadsafe(stopListening)
+    listening.wait(timeout)
+    connections = server.zeo_storages_by_storage_id.values()
+    for zeo_storages in connections:
+        for zeo_storage in list(zeo_storages):
+            zeo_storage.call_soon_threadsafe(zeo_storage.connection.close)
+    deadline = time.monotonic() + timeout
+    while any(connections) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    server.close()
+
+
 #: How many object ids a starting server skips (see ``skipOids``).
 OID_GAP = 1 << 20
 
@@ -444,10 +472,6 @@ def runServer(args):
     while not stop.wait(0.5):
         pass
     log.info('%s: stopping the ZEO server', received[0])
-    # StorageServer.close stops its event loop before it closes the client
-    # connections, and logs an error per connection; the connections
-    # close when this process exits anyway
-    logging.getLogger('ZEO.asyncio.server').setLevel(logging.CRITICAL)
-    server.close()
+    stopServer(server)
     log.info('ZEO server stopped; %s closed', path)
     return EXIT_OK

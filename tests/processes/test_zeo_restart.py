@@ -15,11 +15,12 @@ mistaken for dead workers.
 """
 import collections
 import signal
+import sys
+import time
 
 import ZODB.utils
 
-from tests.processes.conftest import (
-    ROOT, Client, waitFor, runLines, childEnvironment)
+from tests.processes.conftest import Client, waitFor, runLines
 
 OUTAGE = 2.0  # seconds the server stays down once every worker noticed
 
@@ -33,7 +34,6 @@ def produced(path):
 
 def test_workers_and_producer_survive_a_server_restart(processes, zeo,
                                                        tmp_path):
-    import sys
     workers = [processes.worker('worker-%d' % i, zeo.uri, None, death=30)
                for i in range(3)]
     client = Client(zeo.uri)
@@ -53,7 +53,6 @@ def test_workers_and_producer_survive_a_server_restart(processes, zeo,
     before = len(produced(out))
     waitFor(lambda: all('Disconnected from storage' in w.text()
                         for w in workers), 30, 'workers to notice')
-    import time
     time.sleep(OUTAGE)  # the outage itself
     assert len(produced(out)) <= before + 1  # nothing committed meanwhile
     zeo.start()
