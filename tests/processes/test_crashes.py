@@ -115,7 +115,8 @@ def test_a_job_that_kills_its_worker_stops_after_the_policy_limit(
 def test_a_restarted_worker_waits_for_its_old_record_and_recovers(
         processes, zeo, tmp_path):
     uuid_file = tmp_path / 'same.uuid'
-    first = processes.worker('first', zeo.uri, uuid_file)
+    death = 6  # long enough for the new worker to start before it passes
+    first = processes.worker('first', zeo.uri, uuid_file, death=death)
     client = Client(zeo.uri)
     try:
         uuid = readUUID(waitFor(lambda: uuid_file.exists() and uuid_file,
@@ -127,8 +128,8 @@ def test_a_restarted_worker_waits_for_its_old_record_and_recovers(
         first.signal(signal.SIGKILL)
         first.wait(10)
         (tmp_path / 'release-7').touch()
-        again = processes.worker('again', zeo.uri, uuid_file)
-        waitFor(lambda: client.completed([oid]), DEATH + 30,
+        again = processes.worker('again', zeo.uri, uuid_file, death=death)
+        waitFor(lambda: client.completed([oid]), death + 30,
                 'the restarted worker to recover its job')
         assert client.job(oid).result == [7, again.pid]
         assert startLines(tmp_path) == [(7, first.pid), (7, again.pid)]
