@@ -7,6 +7,8 @@ os.environ.setdefault(
     'ZC_ASYNC_UUID', os.path.join(tempfile.mkdtemp(prefix='zcasync-uuid-'),
                                   'uuid.txt'))
 
+import datetime  # noqa: E402
+
 import pytest  # noqa: E402
 import transaction  # noqa: E402
 import ZODB  # noqa: E402
@@ -14,7 +16,10 @@ import ZODB.FileStorage  # noqa: E402
 import zope.component.testing  # noqa: E402
 
 import zcasync.configure  # noqa: E402
+from zcasync import testing  # noqa: E402
 from zcasync import utils  # noqa: E402
+
+DEFAULT_START = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
 
 
 @pytest.fixture(autouse=True)
@@ -55,3 +60,15 @@ def queue(conn):
     q = queues[''] = Queue()
     conn.transaction_manager.commit()
     return q
+
+
+@pytest.fixture
+def clock(request):
+    """Injectable time (zcasync.utils.setClock): a FixedClock that starts
+    at the test module's START (or T0) if it has one."""
+    start = getattr(request.module, 'START', None) or getattr(
+        request.module, 'T0', None) or DEFAULT_START
+    fixed = testing.FixedClock(start)
+    utils.setClock(fixed)
+    yield fixed
+    utils.setClock(None)

@@ -36,20 +36,18 @@ def splitCallable(value):
     name = getattr(value, '__name__', None)
     if (bound is not None and name and
             not isinstance(bound, (types.ModuleType, type))):
-        if isinstance(bound, persistent.Persistent):
-            return bound, name
-        try:
-            pickle.dumps(bound)
-        except Exception as e:
-            raise callableError(
-                value, 'its object cannot be pickled (%s)' % (e,)) from None
+        if not isinstance(bound, persistent.Persistent):
+            _checkPicklable(value, bound, 'its object cannot be pickled')
         return bound, name
-    try:
-        pickle.dumps(value)
-    except Exception as e:
-        raise callableError(
-            value, 'it cannot be pickled by reference (%s)' % (e,)) from None
+    _checkPicklable(value, value, 'it cannot be pickled by reference')
     return value, None
+
+
+def _checkPicklable(value, ob, problem):
+    try:
+        pickle.dumps(ob)
+    except Exception as e:
+        raise callableError(value, '%s (%s)' % (problem, e)) from None
 
 
 def describeCallable(root, name):

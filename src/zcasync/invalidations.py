@@ -40,12 +40,39 @@ class Watch:
         self.hub.remove(self.listener)
 
 
-class AdapterHub:
-    """Fans the invalidations of one MVCCAdapter out to listeners."""
+class Hub:
+    """Fans changes out to listeners: ``listener(oids, instance)``."""
 
-    def __init__(self, adapter):
+    def __init__(self):
         self._listeners = ()
         self._lock = threading.Lock()
+
+    def add(self, listener):
+        with self._lock:
+            self._listeners += (listener,)
+
+    def remove(self, listener):
+        """Remove `listener`; True when none is left."""
+        with self._lock:
+            self._listeners = tuple(
+                x for x in self._listeners if x is not listener)
+            return not self._listeners
+
+    def fire(self, oids, instance):
+        for listener in self._listeners:
+            try:
+                listener(oids, instance)
+            except Exception:
+                utils.safeLog(utils.log, logging.ERROR,
+                              'invalidation listener %r failed:\n%s',
+                              listener, utils.formatException())
+
+
+class AdapterHub(Hub):
+    """Hears the invalidations of one MVCCAdapter."""
+
+    def __init__(self, adapter):
+        super().__init__()
         invalidate = adapter.invalidate
         invalidate_finish = adapter._invalidate_finish
 
@@ -59,24 +86,6 @@ class AdapterHub:
 
         adapter.invalidate = hooked_invalidate
         adapter._invalidate_finish = hooked_invalidate_finish
-
-    def add(self, listener):
-        with self._lock:
-            self._listeners += (listener,)
-
-    def remove(self, listener):
-        with self._lock:
-            self._listeners = tuple(
-                x for x in self._listeners if x is not listener)
-
-    def fire(self, oids, instance):
-        for listener in self._listeners:
-            try:
-                listener(oids, instance)
-            except Exception:
-                utils.safeLog(utils.log, logging.ERROR,
-                              'invalidation listener %r failed:\n%s',
-                              listener, utils.formatException())
 
 
 def _adapterHub(db):

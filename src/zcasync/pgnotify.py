@@ -18,6 +18,7 @@ import threading
 
 import ZODB.utils
 
+from zcasync import invalidations
 from zcasync import utils
 
 CHANNEL = 'zcasync_changes'
@@ -58,14 +59,13 @@ def installTrigger(connection):
     connection.commit()
 
 
-class PostgresHub:
-    """Listens on the channel in a thread; fans out to listeners."""
+class PostgresHub(invalidations.Hub):
+    """Listens on the channel in a thread."""
 
     def __init__(self, dsn):
         import psycopg2
         import psycopg2.extensions
-        self._listeners = ()
-        self._lock = threading.Lock()
+        super().__init__()
         self._stop = threading.Event()
         self._connection = psycopg2.connect(dsn)
         installTrigger(self._connection)
@@ -77,17 +77,11 @@ class PostgresHub:
             target=self._run, name='zcasync pg listener', daemon=True)
         self._thread.start()
 
-    def add(self, listener):
-        with self._lock:
-            self._listeners += (listener,)
-
     def remove(self, listener):
-        with self._lock:
-            self._listeners = tuple(
-                x for x in self._listeners if x is not listener)
-            idle = not self._listeners
+        idle = super().remove(listener)
         if idle:
             self.close()  # the next watch starts a new hub
+        return idle
 
     def close(self):
         self._stop.set()
@@ -109,14 +103,7 @@ class PostgresHub:
                     except ValueError:
                         continue
                 if oids:
-                    for listener in self._listeners:
-                        try:
-                            listener(oids, None)
-                        except Exception:
-                            utils.safeLog(
-                                utils.log, logging.ERROR,
-                                'invalidation listener %r failed:\n%s',
-                                listener, utils.formatException())
+                    self.fire(oids, None)
         except Exception:
             utils.safeLog(utils.log, logging.WARNING,
                           'PostgreSQL change listener stopped; dispatchers '

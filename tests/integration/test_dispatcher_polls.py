@@ -18,24 +18,12 @@ from zcasync.job import Job
 from zcasync.queue import Queue, Queues
 
 from test_dispatcher_support import (
-    WAIT, Capture, Running, addAgent, commit, findPoll, firstPoll,
-    resetJobState, sync, waitForPoll, workerThreads, double)
+    WAIT, Running, addAgent, commit, findPoll, firstPoll, sync,
+    waitForPoll, workerThreads, double)
 
 UTC = datetime.timezone.utc
 
 
-@pytest.fixture(autouse=True)
-def cleanJobs():
-    resetJobState()
-    yield
-    resetJobState()
-
-
-@pytest.fixture
-def capture():
-    handler = Capture().install()
-    yield handler
-    handler.uninstall()
 
 
 def agentRecord(poll, agent='main', queue=''):

@@ -25,19 +25,6 @@ from test_dispatcher_support import (
 T0 = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
 
 
-@pytest.fixture(autouse=True)
-def cleanJobs():
-    resetJobState()
-    yield
-    resetJobState()
-
-
-@pytest.fixture
-def clock():
-    clock = testing.FixedClock(T0)
-    utils.setClock(clock)
-    yield clock
-    utils.setClock(None)
 
 
 class Driven:

@@ -19,26 +19,14 @@ from zcasync.job import Job
 from zcasync.queue import Queue, Queues
 
 from test_dispatcher_support import (
-    WAIT, CALLS, Capture, Running, addAgent, commit, findPoll, jobInfo,
-    resetJobState, waitForRecord, workerThreads,
-    dieFirstCall, double, echo, fail)
+    WAIT, CALLS, Running, addAgent, commit, findPoll, jobInfo, waitForRecord,
+    workerThreads, dieFirstCall, double,
+    echo, fail)
 
 INFO_KEYS = ['call', 'completed', 'failed', 'poll id', 'quota names',
              'result', 'started', 'thread']
 
 
-@pytest.fixture(autouse=True)
-def cleanJobs():
-    resetJobState()
-    yield
-    resetJobState()
-
-
-@pytest.fixture
-def capture():
-    handler = Capture().install()
-    yield handler
-    handler.uninstall()
 
 
 @pytest.fixture

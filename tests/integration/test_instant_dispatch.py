@@ -5,7 +5,6 @@ LISTEN/NOTIFY).  Every dispatcher here has a poll interval of 60 s, so a
 job that completes within the test's timeout was started by an event, not
 by the heartbeat."""
 import datetime
-import os
 import threading
 import uuid
 

@@ -11,7 +11,7 @@ from zcasync import testing
 from zcasync.job import Job
 
 from test_dispatcher_support import (
-    WAIT, EVENTS, Running, addAgent, commit, resetJobState, sync)
+    WAIT, EVENTS, Running, addAgent, commit, sync)
 
 #: what jobs saw that cannot be stored as a result
 SEEN = {}
@@ -72,11 +72,9 @@ def refusePersistent():
 
 
 @pytest.fixture(autouse=True)
-def cleanJobs():
-    resetJobState()
+def cleanSeen():
     SEEN.clear()
     yield
-    resetJobState()
     SEEN.clear()
 
 

@@ -15,8 +15,8 @@ from zcasync import testing
 from zcasync.job import Job
 
 from test_dispatcher_support import (
-    WAIT, Running, addAgent, commit, resetJobState, sync, waitForRecord,
-    waitForWorkers, double, fail)
+    WAIT, Running, addAgent, commit, sync, waitForRecord, waitForWorkers,
+    double, fail)
 
 
 def converse():
@@ -24,13 +24,6 @@ def converse():
     zcasync.local.setLiveAnnotation('hello', 'from the job')
     reply = zcasync.local.getLiveAnnotation('reply', timeout=WAIT, poll=0.05)
     return '%s via %s' % (reply, type(zcasync.local.getReactor()).__name__)
-
-
-@pytest.fixture(autouse=True)
-def cleanJobs():
-    resetJobState()
-    yield
-    resetJobState()
 
 
 def exercise(conn, queue, dispatcher, until=None):

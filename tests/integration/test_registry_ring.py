@@ -12,12 +12,11 @@ import pytest
 import transaction
 import zope.component.eventtesting
 
-from zcasync import interfaces, utils
+from zcasync import interfaces
 from zcasync.agent import Agent
 from zcasync.interfaces import ACTIVE, COMPLETED, PENDING
 from zcasync.job import Job
 from zcasync.queue import Queue, Queues
-from zcasync.testing import FixedClock
 
 UTC = datetime.timezone.utc
 START = datetime.datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -68,12 +67,6 @@ class Process:
         self.tm.abort()
         self.conn.close()
 
-
-@pytest.fixture
-def clock():
-    clock = FixedClock(START)
-    utils.setClock(clock)
-    return clock
 
 
 @pytest.fixture

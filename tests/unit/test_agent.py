@@ -5,11 +5,9 @@ import uuid
 
 import pytest
 
-from zcasync import utils
 from zcasync.agent import Agent, COMPLETED_KEEP, CompletedJobs
 from zcasync.interfaces import ASSIGNED, COMPLETED, IAgent, PENDING
 from zcasync.job import Job
-from zcasync.testing import FixedClock
 
 UTC = datetime.timezone.utc
 START = datetime.datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -33,12 +31,6 @@ def chooseLargest(agent):
         return None
     return queue.claim(lambda job: job is best)
 
-
-@pytest.fixture
-def clock():
-    clock = FixedClock(START)
-    utils.setClock(clock)
-    return clock
 
 
 @pytest.fixture

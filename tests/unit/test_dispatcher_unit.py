@@ -16,13 +16,6 @@ T0 = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
 SECOND = datetime.timedelta(seconds=1)
 
 
-@pytest.fixture
-def clock():
-    clock = testing.FixedClock(T0)
-    utils.setClock(clock)
-    yield clock
-    utils.setClock(None)
-
 
 @pytest.fixture
 def driven(db):

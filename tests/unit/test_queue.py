@@ -15,7 +15,6 @@ from zcasync.agent import Agent
 from zcasync.interfaces import COMPLETED, NEW, PENDING
 from zcasync.job import Job
 from zcasync.queue import Queue, Queues
-from zcasync.testing import FixedClock
 
 UTC = datetime.timezone.utc
 START = datetime.datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -25,12 +24,6 @@ NOTHING = object()
 def double(value):
     return value * 2
 
-
-@pytest.fixture
-def clock():
-    clock = FixedClock(START)
-    utils.setClock(clock)
-    return clock
 
 
 def later(seconds):

@@ -9,13 +9,12 @@ import uuid
 import pytest
 import zope.component.eventtesting
 
-from zcasync import interfaces, retry, utils
+from zcasync import interfaces, retry
 from zcasync.agent import Agent
 from zcasync.interfaces import (
     ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, PENDING)
 from zcasync.job import Job
 from zcasync.registry import DispatcherAgents
-from zcasync.testing import FixedClock
 
 UTC = datetime.timezone.utc
 START = datetime.datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -47,12 +46,6 @@ def events():
     zope.component.eventtesting.clearEvents()
     return zope.component.eventtesting.getEvents
 
-
-@pytest.fixture
-def clock():
-    clock = FixedClock(START)
-    utils.setClock(clock)
-    return clock
 
 
 @pytest.fixture
