@@ -90,8 +90,8 @@ class Dispatcher:
             self._pool_added += difference
 
     def _start(self):
-        if not self.activated:
-            return
+        if not self.activated or self.conn is not None:
+            return  # deactivated, or started by an earlier activate()
         self._reactor_thread = threading.get_ident()
         self.conn = self.db.open(
             transaction_manager=transaction.TransactionManager())
@@ -100,6 +100,7 @@ class Dispatcher:
         self.poll()
 
     def _shutdown(self):
+        self._trigger = None  # firing now: nothing to remove
         if self.activated:
             self.deactivate()
 
@@ -110,6 +111,14 @@ class Dispatcher:
         if not self.activated:
             raise ValueError('dispatcher %s is not activated' % self.UUID)
         self.activated = None
+        # a later activate() registers its own shutdown trigger
+        remove = getattr(self.reactor, 'removeSystemEventTrigger', None)
+        if self._trigger is not None and remove is not None:
+            try:
+                remove(self._trigger)
+            except ValueError:
+                pass  # already fired
+        self._trigger = None
         if self._watch is not None:
             self._watch.close()
             self._watch = None
@@ -270,8 +279,14 @@ class Dispatcher:
         self._heartbeat = heartbeat
         watched, urgent = set(), set()
         poll = self._newPoll()
+        complete = False
         try:
             self._pollQueues(poll, watched, urgent)
+            complete = True
+        except transaction.interfaces.TransientError:
+            # e.g. the ping or the activation commit conflicted
+            self.conn.transaction_manager.abort()
+            self._conflicted = True
         except Exception:
             utils.safeLog(utils.log, logging.ERROR,
                           'dispatcher %s: poll failed:\n%s',
@@ -284,7 +299,8 @@ class Dispatcher:
                 self._last_logged = poll
                 utils.tracelog.debug('poll %s: %r', poll.key, dict(poll))
             with self._invalidation_lock:
-                if watched:
+                if watched and complete:
+                    # a partial list would miss what the poll did not reach
                     self._watched = frozenset(watched)
                     self._urgent = frozenset(urgent)
                 missed, self._missed = self._missed, []
@@ -449,26 +465,46 @@ class Dispatcher:
 
     def _perform(self, conn, tm, job_id, poll_key, pool):
         oid, database_name = job_id
-        tm.begin()
-        if database_name and database_name != self.db.database_name:
-            job = conn.get_connection(database_name).get(oid)
-        else:
-            job = conn.get(oid)
-        call = repr(job)
         record = {
-            'call': call, 'started': utils.now(), 'completed': None,
-            'failed': False, 'result': None,
+            'call': 'job %r' % (job_id,), 'started': utils.now(),
+            'completed': None, 'failed': False, 'result': None,
             'thread': threading.get_ident(), 'poll id': poll_key,
-            'quota names': tuple(job.quota_names),
+            'quota names': (),
         }
         self.history.start(job_id, record, pool.queue_name, pool.agent_name)
         try:
-            job._runClaimed()
+            tm.begin()
+            if database_name and database_name != self.db.database_name:
+                job = conn.get_connection(database_name).get(oid)
+            else:
+                job = conn.get(oid)
+            record['call'] = call = repr(job)
+            record['quota names'] = tuple(job.quota_names)
         except Exception:
-            # the job machinery itself refused (e.g. another process took
-            # the job): record it as a failure of this run
+            # e.g. the storage server went away since the claim; the job
+            # stays ACTIVE and is recovered with this dispatcher
+            tm.abort()
+            failure = utils.makeFailure()
+            record.update(completed=utils.now(), failed=True,
+                          result=failure.getTraceback()[:RESULT_LIMIT])
+            utils.safeLog(utils.log, logging.ERROR,
+                          'dispatcher %s could not load claimed %s:\n%s',
+                          self.UUID, record['call'], record['result'])
+            return
+        try:
+            job._runClaimed()
+        except (interfaces.BadStatusError, interfaces.ReassignedError):
+            # another process took the job: its outcome is theirs
             tm.abort()
             self._finish(job, call, record, utils.makeFailure())
+            return
+        except Exception:
+            # the job machinery failed outside the job's own code: fail the
+            # job, so that it does not stay ACTIVE holding its agent slot
+            failure = utils.makeFailure()
+            tm.abort()
+            self._failInPlace(job, tm, failure)
+            self._finish(job, call, record, failure)
             return
         except BaseException:
             utils.safeLog(
@@ -487,6 +523,19 @@ class Dispatcher:
             raise
         self._finish(job, call, record, job.result)
         tm.abort()
+
+    def _failInPlace(self, job, tm, failure):
+        try:
+            for attempt in tm.attempts(5):
+                with attempt:
+                    if job._status == interfaces.ACTIVE and job._inner is None:
+                        job._complete(failure)
+        except Exception:
+            utils.safeLog(
+                utils.log, logging.CRITICAL,
+                'could not store the failure of %r; it stays ACTIVE until '
+                'this dispatcher is deactivated:\n%s',
+                job, utils.formatException())
 
     def _finish(self, job, call, record, result):
         failed = utils.isFailure(result)

@@ -223,6 +223,19 @@ class Job(persistent.Persistent):
             factory = retry.lookup(factory)
         return factory(self)
 
+    def _policyOrDefault(self):
+        """The job's retry policy; the default one (with an ERROR log) when
+        it cannot be made, e.g. a policy name registered only in the
+        process that queued the job."""
+        try:
+            return self.getRetryPolicy()
+        except Exception:
+            utils.safeLog(utils.log, logging.ERROR,
+                          'cannot make the retry policy of %r; using the '
+                          'default one:\n%s', self, utils.formatException())
+            name = retry.CALLBACK if self.isCallback else retry.DEFAULT
+            return retry.lookup(name)(self)
+
     def __repr__(self):
         try:
             oid = self._p_oid
@@ -319,7 +332,7 @@ class Job(persistent.Persistent):
 
     def _execute(self, args, kwargs, mark):
         tm = self._tm()
-        policy = self.getRetryPolicy()
+        policy = self._policyOrDefault()
         data_cache = {}
         if mark:
             self._markActive(tm)

@@ -23,6 +23,7 @@ class AgentThreadPool:
         self.size = 0
         self._queue = queuemodule.Queue()
         self._threads = set()
+        self._stops = 0  # stop requests queued and not yet taken
         self._lock = threading.Lock()
         self.running = {}  # thread ident -> job id
 
@@ -37,6 +38,7 @@ class AgentThreadPool:
                 for i in range(difference):
                     self._startThread()
             else:
+                self._stops -= difference
                 for i in range(-difference):
                     self._queue.put(None)
 
@@ -65,6 +67,8 @@ class AgentThreadPool:
             while True:
                 item = self._queue.get()
                 if item is None:
+                    with self._lock:
+                        self._stops -= 1
                     clean_exit = True
                     return
                 job_id, poll_key = item
@@ -87,5 +91,7 @@ class AgentThreadPool:
                 pass
             with self._lock:
                 self._threads.discard(threading.current_thread())
-                if not clean_exit and self.size > len(self._threads):
+                # threads that will stay once the queued stops are taken
+                staying = len(self._threads) - self._stops
+                if not clean_exit and self.size > staying:
                     self._startThread()
