@@ -255,3 +255,22 @@ def test_default_uuid_is_the_instance_uuid(db):
     dispatcher = dispatchermodule.Dispatcher(db, testing.Reactor())
     assert dispatcher.UUID is instanceuuid.UUID
     assert dispatcher.poll_interval == 5
+
+
+def test_activate_deactivate_activate_before_the_reactor_runs(db):
+    from zcasync.invalidations import _HUB_ATTRIBUTE
+    reactor = testing.Reactor()
+    size = db.getPoolSize()
+    d = dispatchermodule.Dispatcher(db, reactor, poll_interval=60,
+                                    uuid=uuid.uuid4())
+    d.activate()
+    d.deactivate()
+    d.activate()
+    reactor.start()
+    hub = getattr(db._mvcc_storage, _HUB_ATTRIBUTE)
+    assert len(hub._listeners) == 1  # started once, not twice
+    assert db.getPoolSize() == size + 1
+    reactor.stop()
+    assert hub._listeners == ()
+    assert d.getStatusInfo()['status'] == 'STOPPED'
+    assert db.getPoolSize() == size
