@@ -266,6 +266,23 @@ def test_cleanup_new_job_back_at_front(queue, agents, conn, how):
     assert len(agents['main']) == 0
 
 
+def _runRecovery(queue, agents, conn, how, method):
+    """Clean up; check the one recovery job queued (calling `method`, with
+    RetryCommonForever and CRITICAL failures), claim it and run it."""
+    _clean(agents, how)
+    assert len(agents['main']) == 0
+    recovery, = list(queue)
+    assert recovery.callable == method
+    assert recovery.retry_policy_factory is retry.RetryCommonForever
+    assert recovery.failure_log_level == logging.CRITICAL
+    if how == 'deactivate':
+        agents.activate()
+    assert agents['main'].claimJob() is recovery
+    commit(conn)
+    recovery()
+    return recovery
+
+
 @pytest.mark.parametrize('how', CLEANUPS)
 def test_cleanup_active_job_gets_handle_interrupt(queue, agents, conn, how):
     _start(agents, how)
@@ -275,18 +292,8 @@ def test_cleanup_active_job_gets_handle_interrupt(queue, agents, conn, how):
         job()
     conn.transaction_manager.abort()
     assert job.status == ACTIVE
-    _clean(agents, how)
-    assert len(agents['main']) == 0
-    recovery, = list(queue)
-    assert recovery.callable == job.handleInterrupt
-    assert recovery.retry_policy_factory is retry.RetryCommonForever
-    assert recovery.failure_log_level == logging.CRITICAL
-    # running it re-queues the job (its policy retries interruptions)
-    if how == 'deactivate':
-        agents.activate()
-    assert agents['main'].claimJob() is recovery
-    commit(conn)
-    recovery()
+    recovery = _runRecovery(queue, agents, conn, how, job.handleInterrupt)
+    # running it re-queued the job (its policy retries interruptions)
     assert recovery.status == COMPLETED
     assert list(queue) == [job] and job.status == PENDING
     assert agents['main'].claimJob() is job
@@ -307,17 +314,7 @@ def test_cleanup_callbacks_job_gets_resume_callbacks(
     conn.transaction_manager.abort()
     assert job.status == CALLBACKS and job.result == 42
     assert callback.status == ACTIVE
-    _clean(agents, how)
-    assert len(agents['main']) == 0
-    recovery, = list(queue)
-    assert recovery.callable == job.resumeCallbacks
-    assert recovery.retry_policy_factory is retry.RetryCommonForever
-    assert recovery.failure_log_level == logging.CRITICAL
-    if how == 'deactivate':
-        agents.activate()
-    assert agents['main'].claimJob() is recovery
-    commit(conn)
-    recovery()
+    _runRecovery(queue, agents, conn, how, job.resumeCallbacks)
     assert job.status == COMPLETED and job.result == 42
     assert callback.status == COMPLETED and callback.result == 'survived'
 
