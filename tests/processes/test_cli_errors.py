@@ -10,6 +10,7 @@ import ZODB
 import ZODB.FileStorage
 
 from tests.processes.conftest import zcasync, childEnvironment, ROOT
+from tests.fsutil import lastTransaction  # noqa: F401
 
 
 def runCommand(*argv):
@@ -29,14 +30,6 @@ def datafile(tmp_path):
     db = ZODB.DB(ZODB.FileStorage.FileStorage(str(path)))
     db.close()
     return path
-
-
-def lastTransaction(path):
-    storage = ZODB.FileStorage.FileStorage(str(path), read_only=True)
-    try:
-        return storage.lastTransaction()
-    finally:
-        storage.close()
 
 
 def freePort():

@@ -18,6 +18,7 @@ import transaction
 import ZODB
 import ZODB.FileStorage
 
+from tests.fsutil import lastTransaction  # noqa: F401 (used by the CLI tests)
 from zcasync import cli
 
 WORKER_UUID = uuidmodule.UUID('12345678-1234-1234-1234-1234567890ab')
@@ -66,14 +67,6 @@ def database(tmp_path, queue=True, name='Data.fs'):
             agents['main'] = Agent(size=100)
         conn.transaction_manager.commit()
     return path
-
-
-def lastTransaction(path):
-    storage = ZODB.FileStorage.FileStorage(str(path), read_only=True)
-    try:
-        return storage.lastTransaction()
-    finally:
-        storage.close()
 
 
 def runQueuedJobs(path):
