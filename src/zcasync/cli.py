@@ -16,9 +16,7 @@ import argparse
 import logging
 import math
 import os
-import shutil
 import sys
-import tempfile
 
 from zcasync import cli_common
 from zcasync.cli_common import CommandError, EXIT_USAGE, EXIT_INTERNAL
@@ -295,22 +293,6 @@ def _preprocess(argv):
     return result
 
 
-def _instanceUUIDForTools():
-    """One-shot commands are not workers: unless ZC_ASYNC_UUID says
-    otherwise, give this process a throw-away instance UUID instead of
-    creating ./uuid.txt in the current directory."""
-    if 'zcasync.instanceuuid' in sys.modules or os.environ.get(
-            'ZC_ASYNC_UUID'):
-        return
-    directory = tempfile.mkdtemp(prefix='zcasync-cli-')
-    os.environ['ZC_ASYNC_UUID'] = os.path.join(directory, 'uuid.txt')
-    try:
-        import zcasync.instanceuuid  # noqa: F401  (reads it now)
-    finally:
-        del os.environ['ZC_ASYNC_UUID']
-        shutil.rmtree(directory, ignore_errors=True)
-
-
 def run(args):
     if args.run == 'worker':
         from zcasync import cli_worker
@@ -318,7 +300,6 @@ def run(args):
     if args.run == 'server':
         from zcasync import cli_worker
         return cli_worker.runServer(args)
-    _instanceUUIDForTools()
     if args.log_level is None:
         logging.getLogger().addHandler(logging.NullHandler())
     else:

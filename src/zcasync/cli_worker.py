@@ -74,16 +74,15 @@ def importModules(names):
 # --- the worker's UUID ---------------------------------------------------
 
 def readWorkerUUID(uuid_file):
-    """The worker's UUID; the instance UUID module is imported with the
-    same file so that jobs this process queues name it as assigner."""
+    """The worker's UUID and its file; the instance UUID of this process
+    becomes the worker's, so that jobs it queues name it as assigner."""
+    from zcasync import instanceuuid
     if uuid_file:
         uuid_file = os.path.abspath(uuid_file)
-        if 'zcasync.instanceuuid' not in sys.modules:
-            os.environ['ZC_ASYNC_UUID'] = uuid_file
+        os.environ[instanceuuid.ENV] = uuid_file
+        instanceuuid._reset()
     try:
-        from zcasync import instanceuuid
-        return instanceuuid.readUUID(uuid_file or None), \
-            uuid_file or instanceuuid.path()
+        return instanceuuid.getUUID(), uuid_file or instanceuuid.path()
     except ValueError as e:
         raise CommandError(str(e), EXIT_USAGE) from None
     except OSError as e:

@@ -17,14 +17,21 @@ from zcasync import interfaces
 from zcasync import threadlocal
 from zcasync import utils
 from zcasync.interfaces import NEW, CALLBACKS, COMPLETED
-from zcasync.job import Job
+
+
+def Job(*args, **kwargs):
+    """A ``zcasync.job.Job`` (imported on use: job.py exports this
+    module's functions, so importing it here at the top would be a
+    cycle)."""
+    from zcasync.job import Job
+    return Job(*args, **kwargs)
+
 
 def route(success, failure, result):
     """The callable of an ``addCallbacks`` callback: route the result."""
     if utils.isFailure(result):
         return failure(result) if failure is not None else result
     return success(result) if success is not None else result
-
 
 
 def serial(*jobs, postprocess=None):

@@ -1,12 +1,21 @@
 """The instance UUID: one per process that runs a dispatcher.
 
-Read at import from the file named by the ``ZC_ASYNC_UUID`` environment
-variable (default ``./uuid.txt``); a missing file is created with a fresh
-UUID and a short explanation.  Every worker process needs its own file:
-two processes with the same UUID look like one dispatcher to the
-database, and the second one refuses to start.
+It is read from the file named by the ``ZC_ASYNC_UUID`` environment
+variable (default ``./uuid.txt``) the first time something asks for it:
+``getUUID()`` or the module attribute ``UUID``.  Only what runs a
+dispatcher asks; importing this module, or any other zcasync module, reads
+and creates nothing, so producers (web applications, scripts) need no UUID
+file.  A missing file is created atomically with a fresh UUID and a short
+explanation: two processes starting at once on one path end up with the
+same, complete file.
+
+Every worker process needs its own file: two processes with the same UUID
+look like one dispatcher to the database, and the second one refuses to
+start.
 """
 import os
+import tempfile
+import threading
 import uuid
 
 ENV = 'ZC_ASYNC_UUID'
@@ -15,15 +24,38 @@ _EXPLANATION = """
 ------------------------------------------------------------------------
 The line above is the UUID of this zcasync instance: the identity of a
 worker process in the database.  Every process that runs a dispatcher
-needs its own file (set ZC_ASYNC_UUID to its path).  Do not copy this file
-to another process or machine: two processes with one UUID look like one
-dispatcher, and the second one refuses to start.  Delete it only when this
-instance is gone for good; a new one gets a fresh UUID.
+needs its own file (set ZC_ASYNC_UUID to its path, or give the worker
+--uuid-file).  Do not copy this file to another process or machine: two
+processes with one UUID look like one dispatcher, and the second one
+refuses to start.  Delete it only when this instance is gone for good; a
+new one gets a fresh UUID.
 """
+
+_lock = threading.Lock()
+_uuid = None
 
 
 def path():
+    """The UUID file this process uses (from ZC_ASYNC_UUID)."""
     return os.path.abspath(os.environ.get(ENV) or 'uuid.txt')
+
+
+def _create(filename, value):
+    """Write `value` to `filename` unless it exists: the text goes to a
+    temporary file first and is linked into place, so a reader never
+    sees a half-written file and of two racing creators one wins."""
+    directory = os.path.dirname(filename) or '.'
+    os.makedirs(directory, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix='.uuid-', dir=directory)
+    try:
+        with os.fdopen(fd, 'w') as f:
+            f.write(value.hex + '\n' + _EXPLANATION)
+        try:
+            os.link(temporary, filename)
+        except FileExistsError:
+            pass  # another process created it first: theirs counts
+    finally:
+        os.unlink(temporary)
 
 
 def readUUID(filename=None):
@@ -31,13 +63,7 @@ def readUUID(filename=None):
     creating the file with a fresh UUID when it is missing."""
     filename = filename or path()
     if not os.path.exists(filename):
-        value = uuid.uuid1()
-        directory = os.path.dirname(filename)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
-        with open(filename, 'w') as f:
-            f.write(value.hex + '\n' + _EXPLANATION)
-        return value
+        _create(filename, uuid.uuid1())
     with open(filename) as f:
         first = f.readline().strip()
     try:
@@ -45,12 +71,38 @@ def readUUID(filename=None):
     except ValueError:
         raise ValueError(
             'the instance UUID file %s does not start with a UUID (found '
-            '%r); remove it to get a fresh UUID, or point %s at another '
-            'file' % (filename, first, ENV)) from None
-
-
-UUID = readUUID()
+            '%r); remove it to get a fresh UUID, or point the worker at '
+            'another file (--uuid-file PATH, or the %s environment '
+            'variable)' % (filename, first, ENV)) from None
 
 
 def getUUID():
-    return UUID
+    """This process's instance UUID, read (or created) on first use."""
+    global _uuid
+    with _lock:
+        if _uuid is None:
+            _uuid = readUUID()
+            globals()['UUID'] = _uuid
+        return _uuid
+
+
+def currentUUID():
+    """The instance UUID if this process has read it already (it runs a
+    dispatcher), else None; never touches the file system."""
+    return _uuid
+
+
+def _reset():
+    """Forget the UUID read so far (for tests: the next getUUID() reads
+    the file named by ZC_ASYNC_UUID again)."""
+    global _uuid
+    with _lock:
+        _uuid = None
+        globals().pop('UUID', None)
+
+
+def __getattr__(name):
+    # ``instanceuuid.UUID``: read lazily, then a plain module attribute
+    if name == 'UUID':
+        return getUUID()
+    raise AttributeError('module %r has no attribute %r' % (__name__, name))

@@ -137,16 +137,39 @@ def _picklable(value):
     return True
 
 
+#: Whether failures keep the local and global variables of each frame
+#: (as short reprs).  Off by default: a variable may hold a secret (a
+#: password, a token) that must not end up in the database or the log.
+#: Turn it on for debugging with ``setCaptureVariables(True)``, or per job
+#: with ``job.capture_variables = True``.
+_capture_variables = False
+
+
+def setCaptureVariables(value):
+    """Make failures keep frame variables (True) or not (False, the
+    default) from now on, in this process; returns the previous value."""
+    global _capture_variables
+    previous, _capture_variables = _capture_variables, bool(value)
+    return previous
+
+
+def captureVariables():
+    return _capture_variables
+
+
 class Failure(twisted.python.failure.Failure):
     """A Twisted failure that can be stored in the database.
 
     ``clean()`` (called by the job before storing) drops live frames and
-    objects, keeping the exception type, value and a text traceback with
-    locals and globals as reprs, so that any process can read it.
+    objects, keeping the exception type, value and a text traceback, so
+    that any process can read it.  Frame variables are kept (as reprs)
+    only when asked for: ``captureVars=True``, or ``setCaptureVariables``.
     """
 
     def __init__(self, exc_value=None, exc_type=None, exc_tb=None,
-                 captureVars=True):
+                 captureVars=None):
+        if captureVars is None:
+            captureVars = _capture_variables
         super().__init__(exc_value, exc_type, exc_tb, captureVars)
 
     def clean(self):
@@ -218,16 +241,20 @@ def _newFailure():
     return Failure.__new__(Failure)
 
 
-def makeFailure(exc=None):
-    """A clean Failure for the exception being handled, or for `exc`."""
+def makeFailure(exc=None, captureVars=None):
+    """A clean Failure for the exception being handled, or for `exc`;
+    frame variables are kept only if `captureVars` (default: the process
+    setting, see ``setCaptureVariables``)."""
     if exc is None:
-        return Failure().clean()
+        return Failure(captureVars=captureVars).clean()
     if isinstance(exc, twisted.python.failure.Failure):
         if isinstance(exc, Failure):
             return exc.clean()
-        f = Failure(exc.value, exc.type, exc.getTracebackObject())
+        f = Failure(exc.value, exc.type, exc.getTracebackObject(),
+                    captureVars=captureVars)
         return f.clean()
-    return Failure(exc, type(exc), exc.__traceback__).clean()
+    return Failure(exc, type(exc), exc.__traceback__,
+                   captureVars=captureVars).clean()
 
 
 def isFailure(value):

@@ -47,7 +47,7 @@ def test_put_parses_arguments_as_json_or_strings(capsys, tmp_path):
     assert info['queue'] == ''
     assert info['call'] == "builtins.print(1, '1', 'abc', [1, 2], " \
                            "{'a': None}, True, -5)"
-    assert info['assigner'] is not None
+    assert info['assigner'] is None  # a producer needs no instance UUID
 
 
 def test_put_schedules_and_sets_policy(capsys, tmp_path):

@@ -47,11 +47,11 @@ def failWithLock():
     raise LockedError('held a lock')
 
 
-def makeFailure(func, *args):
+def makeFailure(func, *args, capture=None):
     try:
         func(*args)
     except Exception:
-        return utils.makeFailure()
+        return utils.makeFailure(captureVars=capture)
     raise AssertionError('%r did not raise' % (func,))
 
 
@@ -66,7 +66,7 @@ def test_repr_names_the_qualified_exception_class(conn):
 
 
 def test_pickle_round_trip_keeps_type_value_and_traceback():
-    failure = makeFailure(failWithLocals, 21)
+    failure = makeFailure(failWithLocals, 21, capture=True)
     copy = pickle.loads(pickle.dumps(failure))
     assert type(copy) is zcasync.Failure   # not Twisted's own class
     assert copy.type is KeyError and copy.check(KeyError)
@@ -103,6 +103,7 @@ def test_failure_is_readable_from_a_new_database_object(tmp_path):
     tm = transaction.TransactionManager()
     conn = db.open(transaction_manager=tm)
     job = conn.root()['job'] = Job(failWithLocals, 5)
+    job.capture_variables = True
     tm.commit()
     job()
     expected = job.result.getTraceback(detail='verbose')
@@ -147,6 +148,7 @@ def test_unpicklable_exception_is_replaced_by_a_clear_stand_in(conn, db):
 
 def test_unpicklable_local_variables_do_not_matter(conn, db):
     job = conn.root()['job'] = Job(failWithLockInHand)
+    job.capture_variables = True
     conn.transaction_manager.commit()
     job()
     with support.otherConnection(db) as other:
@@ -215,3 +217,31 @@ def returnTwistedFailure():
         raise ValueError('returned')
     except ValueError:
         return twisted.python.failure.Failure()
+
+
+def test_frame_variables_are_not_kept_by_default(conn, db):
+    job = conn.root()['job'] = Job(failWithLocals, 5)
+    conn.transaction_manager.commit()
+    job()
+    with support.otherConnection(db) as other:
+        stored = other.root()['job'].result
+        text = stored.getTraceback(detail='verbose')
+        assert 'failWithLocals' in text  # the frames are there
+        assert 'secret :' not in text and 'counter :' not in text
+        for frame in stored.frames:
+            assert frame[3] == [] and frame[4] == []
+    # the secret's repr appears only in the exception's own message
+    assert pickle.dumps(job.result).count(b'Secret 1234') == 1
+
+
+def test_frame_variables_kept_when_asked_for_globally(conn):
+    previous = utils.setCaptureVariables(True)
+    try:
+        assert utils.captureVariables() is True
+        failure = makeFailure(failWithLocals, 3)
+    finally:
+        utils.setCaptureVariables(previous)
+    assert 'secret : <Secret 1234>' in failure.getTraceback(
+        detail='verbose')
+    assert 'secret :' not in makeFailure(failWithLocals, 3).getTraceback(
+        detail='verbose')

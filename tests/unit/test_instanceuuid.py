@@ -1,6 +1,5 @@
 """The instance UUID file: created when missing, read back, refused with a
 clear error when it does not hold a UUID."""
-import importlib
 import uuid
 
 import pytest
@@ -62,18 +61,40 @@ def test_getUUID_is_the_module_uuid():
     assert instanceuuid.UUID == instanceuuid.readUUID(instanceuuid.path())
 
 
-def test_reload_reads_the_file_named_by_the_environment(tmp_path,
-                                                        monkeypatch):
-    path = tmp_path / 'reloaded.txt'
+def test_the_uuid_is_read_on_first_use_from_the_environment(
+        tmp_path, monkeypatch):
+    path = tmp_path / 'first-use.txt'
     value = uuid.uuid4()
     path.write_text(value.hex + '\n')
-    previous = instanceuuid.UUID
+    previous = instanceuuid.getUUID()
     monkeypatch.setenv('ZC_ASYNC_UUID', str(path))
+    instanceuuid._reset()
     try:
-        importlib.reload(instanceuuid)
+        assert instanceuuid.currentUUID() is None  # nothing read yet
         assert instanceuuid.UUID == value
-        assert instanceuuid.getUUID() == value
+        assert instanceuuid.getUUID() is instanceuuid.UUID
+        assert instanceuuid.currentUUID() == value
     finally:
         monkeypatch.undo()
-        importlib.reload(instanceuuid)
+        instanceuuid._reset()
     assert instanceuuid.UUID == previous
+
+
+def test_racing_creators_end_with_one_complete_file(tmp_path):
+    """Processes starting at once on one path all read the same UUID; the
+    file never shows half-written."""
+    import threading
+    path = str(tmp_path / 'raced.txt')
+    results, start = [], threading.Barrier(8)
+
+    def create():
+        start.wait()
+        results.append(instanceuuid.readUUID(path))
+    threads = [threading.Thread(target=create) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(results)) == 1
+    assert uuid.UUID(open(path).readline().strip()) == results[0]
+    assert [p.name for p in tmp_path.iterdir()] == ['raced.txt']
