@@ -8,9 +8,21 @@ worker thread holds one database connection for its life and runs jobs
 (``job()``), recording the outcome in a short in-memory history that
 operators query (``getJobInfo``, ``getStatistics``, ``getStatusInfo``).
 
-Polls happen every ``poll_interval`` seconds, and also as soon as a
-committed transaction touches one of the dispatcher's queues or agents
-(see ``zcasync.invalidations``), so a job put in a queue starts within milliseconds.
+Polls happen every ``poll_interval`` seconds (the heartbeat), when a ping
+is due (every ``ping_interval`` of the dispatcher's record in each queue,
+whatever the poll interval), when a scheduled job comes due, and as soon
+as a committed transaction touches one of the dispatcher's queues or
+agents (see ``zcasync.invalidations``), so a job put in a queue starts
+within milliseconds.
+
+Every failure path ends in a state some process acts on: at each
+heartbeat (and at once when a worker thread reports a lost run) the
+dispatcher compares the jobs its agents hold with the runs its worker
+threads still have (``zcasync.runner``) and hands every other held job
+back to its retry policy.  Deactivation drops the runs no thread has
+started before it records the deactivation (which hands running jobs to
+recovery, revoking their runs' ownership), then joins its threads,
+bounded.
 """
 import datetime
 import logging
@@ -23,11 +35,13 @@ import transaction.interfaces
 from zcasync import instanceuuid
 from zcasync import interfaces
 from zcasync import invalidations
+from zcasync import liveness
 from zcasync import utils
 from zcasync.history import (  # noqa: F401 (part of this module's API)
     JobHistory, Poll, PollHistory, pollKey, POLL_HISTORY, JOB_HISTORY,
     RESULT_LIMIT)
-from zcasync.workers import AgentThreadPool
+from zcasync.interfaces import ACTIVE, CALLBACKS
+from zcasync.runner import Runner, Run
 
 STOPPED = 'STOPPED'
 STARTING = 'STARTING'
@@ -38,6 +52,9 @@ STUCK = 'STUCK'
 class Dispatcher:
     """``Dispatcher(db, reactor, poll_interval=5, uuid=None)``."""
 
+    #: Seconds ``deactivate()`` waits for worker threads to finish.
+    join_timeout = 5.0
+
     def __init__(self, db, reactor, poll_interval=5, uuid=None):
         self.db = db
         self.reactor = reactor
@@ -47,7 +64,7 @@ class Dispatcher:
         self.activated = None
         self.claiming = True
         self.conn = None
-        self._pools = {}  # (queue name, agent name) -> AgentThreadPool
+        self.runner = Runner(self)
         self._pool_added = 0
         self._pool_lock = threading.Lock()
         self._activated_in = set()
@@ -69,6 +86,9 @@ class Dispatcher:
         self._conflicted = False  # a claim lost a race in this poll
         self._invalidation_lock = threading.Lock()
         self._last_heartbeat = None
+        self._next_ping = None  # the soonest ping due, over all queues
+        self._reconcile = False  # a run was lost: reconcile at next poll
+        self.deaths = liveness.DeathWatch(poll_interval)
 
     # -- life cycle ------------------------------------------------------
 
@@ -79,6 +99,8 @@ class Dispatcher:
         self.activated = utils.now()
         self.claiming = True
         self._last_poll = None
+        self.runner = Runner(self)
+        self.deaths = liveness.DeathWatch(self.poll_interval)
         self._growPool(1)
         self._trigger = self.reactor.addSystemEventTrigger(
             'before', 'shutdown', self._shutdown)
@@ -104,13 +126,18 @@ class Dispatcher:
         if self.activated:
             self.deactivate()
 
-    def deactivate(self):
-        """Deactivate in every queue (recovering this dispatcher's
-        unfinished jobs), stop the worker threads and give back the
-        connections this dispatcher added to the database pool."""
+    def deactivate(self, timeout=None):
+        """Stop handing jobs to worker threads, deactivate in every queue
+        (handing this dispatcher's unfinished jobs to recovery), wait up to
+        `timeout` seconds (default ``join_timeout``) for the worker threads
+        and give back the connections this dispatcher added to the
+        database pool."""
         if not self.activated:
             raise ValueError('dispatcher %s is not activated' % self.UUID)
         self.activated = None
+        # no run that was not started yet starts from now on: the
+        # deactivation below hands its job to recovery
+        dropped = self.runner.close()
         # a later activate() registers its own shutdown trigger
         remove = getattr(self.reactor, 'removeSystemEventTrigger', None)
         if self._trigger is not None and remove is not None:
@@ -143,11 +170,18 @@ class Dispatcher:
             self.conn = None
         self._activated_in.clear()
         self._pinged.clear()
-        for pool in list(self._pools.values()):
-            pool.close()
-        self._pools.clear()
+        still = self.runner.join(
+            self.join_timeout if timeout is None else timeout)
+        if still:
+            utils.safeLog(
+                utils.log, logging.WARNING,
+                'dispatcher %s: %d worker thread(s) still run job(s) after '
+                'deactivation; those jobs were handed to recovery and these '
+                'runs will not commit', self.UUID, len(still))
         self._growPool(-self._pool_added)
-        utils.log.info('deactivated dispatcher %s', self.UUID)
+        utils.log.info('deactivated dispatcher %s%s', self.UUID,
+                       ' (%d queued run(s) dropped)' % len(dropped)
+                       if dropped else '')
 
     def _deactivateInQueues(self):
         is_connected = getattr(self.db.storage, 'is_connected', None)
@@ -247,7 +281,10 @@ class Dispatcher:
 
     def _delayFor(self, oids):
         """0 when `oids` include new jobs, room_delay when they free room,
-        None when they do not concern this dispatcher."""
+        None when they do not concern this dispatcher; `oids` None means
+        anything may have changed (a reconnection): 0."""
+        if oids is None:
+            return 0
         if self._watched.isdisjoint(oids):
             return None
         return 0 if not self._urgent.isdisjoint(oids) else self.room_delay
@@ -255,6 +292,15 @@ class Dispatcher:
     def _pollSoon(self, delay):
         if self.activated and self.conn is not None:
             self._schedule(delay)
+
+    def _reconcileSoon(self):
+        """(any thread) A run ended without finishing its job: compare
+        held jobs and runs at the next poll, soon."""
+        self._reconcile = True
+        try:
+            self.reactor.callFromThread(self._pollSoon, self.room_delay)
+        except Exception:
+            pass  # the reactor is gone; the heartbeat reconciles anyway
 
     def _schedule(self, delay):
         if self._next_call is not None and self._next_call.active():
@@ -270,6 +316,7 @@ class Dispatcher:
             self._polling = True
             self._soon = None
         self._next_due = None
+        self._next_ping = None
         now = utils.now()
         heartbeat = self._last_heartbeat is None or (
             now - self._last_heartbeat).total_seconds() >= \
@@ -277,21 +324,39 @@ class Dispatcher:
         if heartbeat:
             self._last_heartbeat = now
         self._heartbeat = heartbeat
+        # what the worker threads run, taken before the poll's transaction
+        # begins: a run that ends later committed after that snapshot
+        if heartbeat or self._reconcile:
+            self._reconcile = False
+            self._known = self.runner.tokens()
+        else:
+            self._known = None
         watched, urgent = set(), set()
         poll = self._newPoll()
         complete = False
         try:
+            if not self._storageConnected():
+                # a ZEO client without its server: this process cannot see
+                # the database, so it must not judge its siblings
+                self.deaths.blind()
+                raise RuntimeError('the storage server is not connected')
             self._pollQueues(poll, watched, urgent)
             complete = True
+            self.deaths.saw(now)
         except transaction.interfaces.TransientError:
             # e.g. the ping or the activation commit conflicted
             self.conn.transaction_manager.abort()
             self._conflicted = True
+            if self._known is not None:
+                self._reconcile = True
         except Exception:
+            self.deaths.blind()
             utils.safeLog(utils.log, logging.ERROR,
                           'dispatcher %s: poll failed:\n%s',
                           self.UUID, utils.formatException())
             self.conn.transaction_manager.abort()
+            if self._known is not None:
+                self._reconcile = True
         finally:
             self._last_poll = poll.utc_timestamp
             self.polls.add(poll)
@@ -316,13 +381,22 @@ class Dispatcher:
             if self.activated:
                 self._schedule(delay)
 
+    def _storageConnected(self):
+        is_connected = getattr(self.db.storage, 'is_connected', None)
+        return is_connected is None or is_connected()
+
     def _delay(self):
-        """Seconds to the next heartbeat poll, or to the next scheduled job
-        coming due if that is sooner."""
+        """Seconds to the next heartbeat poll, or to the next ping or
+        scheduled job coming due if that is sooner."""
         delay = self.poll_interval
+        now = utils.now()
         if self._next_due is not None:
-            due = (self._next_due - utils.now()).total_seconds()
-            delay = max(0, min(delay, due))
+            delay = max(0, min(delay, (self._next_due - now).total_seconds()))
+        if self._next_ping is not None:
+            # not sooner than a tenth of a ping interval: a poll slower
+            # than the ping interval must not make polls back to back
+            due, floor = self._next_ping
+            delay = min(delay, max(floor, (due - now).total_seconds()))
         return delay
 
     def _newPoll(self):
@@ -351,8 +425,7 @@ class Dispatcher:
             self._watch_queue(queue, watched, urgent)
         watched.update(urgent)
         names = set(poll)
-        for key in [k for k in self._pools if k[0] not in names]:
-            self._pools.pop(key).close()
+        self.runner.closePools(lambda key: key[0] in names)
 
     def _watch_queue(self, queue, watched, urgent):
         """Remember what, when changed by a commit, calls for a poll: a
@@ -391,9 +464,35 @@ class Dispatcher:
                     self.UUID, self.UUID, name, agents.last_ping)
                 return None
             agents.deactivate()
+        problem = liveness.checkIntervals(agents.ping_interval,
+                                          agents.ping_death_interval)
+        if problem:
+            utils.log.error('dispatcher %s in queue %r: %s', self.UUID, name,
+                            problem)
         agents.activate()
         tm.commit()
         self._activated_in.add(name)
+        return agents
+
+    def _ping(self, tm, name, queue):
+        """Ping when due (every ping_interval of this dispatcher's record,
+        whatever the poll interval) and, at each heartbeat, look at the
+        next dispatcher in the ring; remember when the next ping is due."""
+        agents = queue.dispatchers[self.UUID]
+        now = utils.now()
+        due = agents.last_ping is None or \
+            now - agents.last_ping >= agents.ping_interval
+        if due or self._heartbeat or name not in self._pinged:
+            queue.dispatchers.ping(
+                self.UUID,
+                lambda following: self.deaths.isDead(name, following, now))
+            tm.commit()
+            self._pinged.add(name)
+        next_ping = agents.last_ping + agents.ping_interval + \
+            datetime.timedelta(milliseconds=5)
+        if self._next_ping is None or next_ping < self._next_ping[0]:
+            self._next_ping = (
+                next_ping, agents.ping_interval.total_seconds() / 10)
         return agents
 
     def _pollQueue(self, tm, name, queue, poll):
@@ -403,42 +502,59 @@ class Dispatcher:
                 self.UUID not in queue.dispatchers:
             if self._activateIn(tm, name, queue) is None:
                 return None
-        if self._heartbeat or name not in self._pinged:
-            # pings and the look at the next dispatcher in the ring belong
-            # to the heartbeat, not to every poll a commit calls for
-            queue.dispatchers.ping(self.UUID)
-            tm.commit()
-            self._pinged.add(name)
-        agents = queue.dispatchers[self.UUID]
+        agents = self._ping(tm, name, queue)
         info = {}
         seen = set()
         for agent_name, agent in agents.items():
             seen.add(agent_name)
             info[agent_name] = self._pollAgent(
-                tm, name, agent_name, agent, poll)
-        for key in [k for k in self._pools
-                    if k[0] == name and k[1] not in seen]:
-            self._pools.pop(key).close()
+                tm, name, agents, agent_name, agent, poll)
+        self.runner.closePools(
+            lambda key: key[0] != name or key[1] in seen)
         return info
 
-    def _pollAgent(self, tm, queue_name, agent_name, agent, poll):
-        pool = self._pools.get((queue_name, agent_name))
-        if pool is None:
-            pool = self._pools[(queue_name, agent_name)] = AgentThreadPool(
-                self, queue_name, agent_name)
+    def _reconcileAgent(self, agents, agent):
+        """Hand back every job `agent` holds that no run of this process
+        will finish (see the module docstring); returns how many."""
+        known = self._known
+        held, lost = set(), []
+        for job in agent:
+            status = job._status
+            token = job._run_token
+            if status in (ACTIVE, CALLBACKS) and token in known:
+                held.add(token)
+            else:
+                lost.append(job)
+        for job in lost:
+            if job._status in (ACTIVE, CALLBACKS, interfaces.NEW):
+                utils.safeLog(
+                    utils.log, logging.WARNING,
+                    'dispatcher %s: no worker thread runs %r (%s), held by '
+                    'agent %r; handing it back to its retry policy',
+                    self.UUID, job, job.status, agent.name)
+            agents.handBack(agent, job)
+        self.runner.forget(held)
+        return len(lost)
+
+    def _pollAgent(self, tm, queue_name, agents, agent_name, agent, poll):
+        pool = self.runner.pool(queue_name, agent_name)
         pool.setSize(agent.size)
         record = {'size': agent.size, 'len': len(agent), 'error': None,
                   'new jobs': [], 'active jobs': pool.activeJobIds()}
-        if not self.claiming:
-            return record
         claimed = []
         try:
+            if self._known is not None and self._reconcileAgent(agents,
+                                                                agent):
+                tm.commit()
+                record['len'] = len(agent)
+            if not self.claiming:
+                return record
             while True:
                 job = agent.claimJob()
                 if job is None:
                     break
-                job._activate()  # claim and start recorded in one commit
-                claimed.append(job)
+                # claim and start recorded in one commit
+                claimed.append((job, job._activate()))
             if claimed:
                 tm.commit()
         except transaction.interfaces.TransientError:
@@ -447,6 +563,8 @@ class Dispatcher:
             tm.abort()
             claimed = []
             self._conflicted = True
+            if self._known is not None:
+                self._reconcile = True
         except Exception:
             failure = utils.makeFailure()
             tm.abort()
@@ -455,107 +573,11 @@ class Dispatcher:
                           'dispatcher %s: agent %r failed to claim:\n%s',
                           self.UUID, agent_name, failure.getTraceback())
             claimed = []
-        for job in claimed:
+        for job, token in claimed:
             job_id = utils.jobId(job)
             record['new jobs'].append(job_id)
-            pool.perform(job_id, poll.key)
+            pool.perform(Run(job_id, token, poll.key))
         return record
-
-    # -- running jobs (worker threads) ----------------------------------
-
-    def _perform(self, conn, tm, job_id, poll_key, pool):
-        oid, database_name = job_id
-        record = {
-            'call': 'job %r' % (job_id,), 'started': utils.now(),
-            'completed': None, 'failed': False, 'result': None,
-            'thread': threading.get_ident(), 'poll id': poll_key,
-            'quota names': (),
-        }
-        self.history.start(job_id, record, pool.queue_name, pool.agent_name)
-        try:
-            tm.begin()
-            if database_name and database_name != self.db.database_name:
-                job = conn.get_connection(database_name).get(oid)
-            else:
-                job = conn.get(oid)
-            record['call'] = call = repr(job)
-            record['quota names'] = tuple(job.quota_names)
-        except Exception:
-            # e.g. the storage server went away since the claim; the job
-            # stays ACTIVE and is recovered with this dispatcher
-            tm.abort()
-            failure = utils.makeFailure()
-            record.update(completed=utils.now(), failed=True,
-                          result=failure.getTraceback()[:RESULT_LIMIT])
-            utils.safeLog(utils.log, logging.ERROR,
-                          'dispatcher %s could not load claimed %s:\n%s',
-                          self.UUID, record['call'], record['result'])
-            return
-        try:
-            job._runClaimed()
-        except (interfaces.BadStatusError, interfaces.ReassignedError):
-            # another process took the job: its outcome is theirs
-            tm.abort()
-            self._finish(job, call, record, utils.makeFailure())
-            return
-        except Exception:
-            # the job machinery failed outside the job's own code: fail the
-            # job, so that it does not stay ACTIVE holding its agent slot
-            failure = utils.makeFailure()
-            tm.abort()
-            self._failInPlace(job, tm, failure)
-            self._finish(job, call, record, failure)
-            return
-        except BaseException:
-            utils.safeLog(
-                utils.log, logging.CRITICAL,
-                '%s was interrupted in thread %s; recovering it:\n%s',
-                call, threading.get_ident(), utils.formatException())
-            # this run failed (it must not be reported as a success)
-            interruption = utils.makeFailure()
-            tm.abort()
-            try:
-                for attempt in tm.attempts(5):
-                    with attempt:
-                        job.handleInterrupt()
-            finally:
-                self._finish(job, call, record, interruption)
-            raise
-        self._finish(job, call, record, job.result)
-        tm.abort()
-
-    def _failInPlace(self, job, tm, failure):
-        try:
-            for attempt in tm.attempts(5):
-                with attempt:
-                    if job._status == interfaces.ACTIVE and job._inner is None:
-                        job._complete(failure)
-        except Exception:
-            utils.safeLog(
-                utils.log, logging.CRITICAL,
-                'could not store the failure of %r; it stays ACTIVE until '
-                'this dispatcher is deactivated:\n%s',
-                job, utils.formatException())
-
-    def _finish(self, job, call, record, result):
-        failed = utils.isFailure(result)
-        if failed:
-            text = result.getTraceback(detail='verbose')
-        elif isinstance(result, str):
-            text = repr(result)
-        else:
-            text = utils.shortRepr(result, RESULT_LIMIT)
-        text = text[:RESULT_LIMIT]
-        record.update(completed=utils.now(), failed=failed, result=text)
-        if failed:
-            level = job.failure_log_level or logging.ERROR
-            utils.tracelog.log(
-                level, '%s failed in thread %s with result:\n%s',
-                call, record['thread'], text)
-        else:
-            utils.tracelog.info(
-                '%s succeeded in thread %s with result:\n%s',
-                call, record['thread'], text)
 
     # -- queries ---------------------------------------------------------
 
@@ -573,14 +595,7 @@ class Dispatcher:
             self.getActiveJobIds(), at, before, since, queue, agent)
 
     def getActiveJobIds(self, queue=None, agent=None):
-        ids = []
-        for (queue_name, agent_name), pool in list(self._pools.items()):
-            if queue is not None and queue != queue_name:
-                continue
-            if agent is not None and agent != agent_name:
-                continue
-            ids.extend(pool.activeJobIds())
-        return ids
+        return self.runner.activeJobIds(queue, agent)
 
     def getStatusInfo(self):
         info = {'poll interval': datetime.timedelta(

@@ -15,16 +15,19 @@ import zope.interface.interfaces
 KEY = 'zc.async'
 
 # Job status constants.  A job is *stored* NEW, ACTIVE, CALLBACKS or
-# COMPLETED; while stored NEW it *reads* PENDING when it waits in a queue
-# and ASSIGNED when an agent has claimed it.
+# COMPLETED; while stored NEW it *reads* PENDING when it waits in a queue,
+# PARKED when its queue set it aside because it cannot be run (see
+# ``zcasync.queue``, parked jobs), and ASSIGNED when an agent has claimed
+# it.
 NEW = 'new-status'
 PENDING = 'pending-status'
+PARKED = 'parked-status'
 ASSIGNED = 'assigned-status'
 ACTIVE = 'active-status'
 CALLBACKS = 'callback-status'
 COMPLETED = 'completed-status'
 
-STATUSES = (NEW, PENDING, ASSIGNED, ACTIVE, CALLBACKS, COMPLETED)
+STATUSES = (NEW, PENDING, PARKED, ASSIGNED, ACTIVE, CALLBACKS, COMPLETED)
 
 
 # --- exceptions -----------------------------------------------------------

@@ -19,7 +19,11 @@ A job whose process died while it was ACTIVE is recovered by
 found dead); a job that died in CALLBACKS is finished by
 ``resumeCallbacks``.
 """
+import itertools
 import logging
+import random
+import secrets
+import time
 
 import BTrees.OOBTree
 import persistent
@@ -28,6 +32,8 @@ import persistent.mapping
 import transaction
 import transaction.interfaces
 import twisted.internet.defer
+import ZEO.Exceptions
+import ZODB.broken
 import ZODB.utils
 import zope.interface
 
@@ -43,6 +49,26 @@ _RETRY = 'retry'
 _GIVE_UP = 'give up'
 _RESCHEDULE = 'reschedule'
 
+#: How many times a commit of the job life cycle is tried before giving up
+#: (transient errors only: conflicts, disconnections).
+COMMIT_ATTEMPTS = 30
+_UNCHECKED = object()
+
+
+def _newToken():
+    """A run token: unique enough that two runs never share one."""
+    return secrets.token_hex(8)
+
+
+def _pause(error, attempt):
+    """Wait before trying a commit again: a disconnected storage needs
+    time to come back; conflicts are retried at once, then with a little
+    random spread."""
+    if isinstance(error, ZEO.Exceptions.ClientDisconnected):
+        time.sleep(min(0.5 * attempt, 5.0))
+    elif attempt > 2:
+        time.sleep(random.uniform(0, 0.005 * attempt))
+
 
 def _decision(value):
     """Normalise a policy answer to (action, when)."""
@@ -54,6 +80,50 @@ def _decision(value):
     if isinstance(value, datetime.datetime):
         return _RESCHEDULE, utils.checkAware(value, 'reschedule time')
     return _GIVE_UP, None
+
+
+def _brokenName(value):
+    """'module.name' when `value` stands in for something ZODB could not
+    import (a broken class or object), else None."""
+    if isinstance(value, type) and issubclass(value, ZODB.broken.Broken):
+        return '%s.%s' % (value.__module__, value.__name__)
+    if isinstance(value, ZODB.broken.Broken):
+        kind = type(value)
+        return '%s.%s' % (kind.__module__, kind.__name__)
+    return None
+
+
+def loadProblem(job):
+    """Why this process cannot run (or even rewrite) `job`, as a message
+    that names the module and the remedy; None when it can.
+
+    A job whose callable (or retry policy factory) lives in a module this
+    process cannot import unpickles with a broken stand-in, and storing
+    the job again would fail; a job whose state cannot be unpickled at all
+    fails to load."""
+    try:
+        job._p_activate()
+    except Exception as e:
+        return ('it cannot be loaded in this process (%s: %s); fix what its '
+                'stored state needs (usually a module or class that moved), '
+                'then "zcasync retry" it' % (type(e).__name__, e))
+    name = _brokenName(job)
+    if name is not None:
+        return ('its class %s cannot be imported in this process; make that '
+                'module importable where workers run, then "zcasync retry" '
+                'it' % name)
+    d = job.__dict__
+    for what, value in (('callable', d.get('_callable_root')),
+                        ('retry policy', d.get('_retry_policy_factory'))):
+        name = _brokenName(value)
+        if name is not None:
+            module = name.rsplit('.', 1)[0]
+            return ('its %s %s cannot be imported in this process (module %r '
+                    'is missing or lacks it); make it importable where '
+                    'workers run (install it, or "zcasync worker --import '
+                    '%s"), then "zcasync retry" the job'
+                    % (what, name, module, module))
+    return None
 
 
 def _findParent(job, iface):
@@ -89,6 +159,11 @@ class Job(persistent.Persistent):
     failure_log_level = None
     _retry_policy_factory = None
     assignerUUID = None
+    #: the token of the run that owns the job (see "ownership" below)
+    _run_token = None
+    #: keep frame variables in this job's failures (None: the process
+    #: setting, see zcasync.utils.setCaptureVariables)
+    capture_variables = None
 
     def __init__(self, callable, /, *args, **kwargs):
         self.callable = callable
@@ -141,7 +216,7 @@ class Job(persistent.Persistent):
             if interfaces.IAgent.providedBy(ob):
                 return ASSIGNED
             if interfaces.IQueue.providedBy(ob):
-                return PENDING
+                return ob._statusOf(self)
         return status
 
     @property
@@ -283,6 +358,54 @@ class Job(persistent.Persistent):
         if tm is not None:
             tm.abort()
 
+    # -- ownership -------------------------------------------------------
+    #
+    # A run owns its job through a token, set when the run starts (a
+    # dispatcher's claim, or a direct call) and stored on the job.  Handing
+    # the run to recovery (a sibling found its process dead, or its own
+    # dispatcher found no thread running it) replaces the token, which also
+    # writes the job, so the old run's next commit conflicts.  Every commit
+    # of a run's outcome, and every retry after an abort, checks the token
+    # first: a run that lost its job stops with ReassignedError and never
+    # commits, whatever the job's status says.
+
+    @property
+    def run_token(self):
+        """The token of the run that owns this job now (None when no run
+        does)."""
+        return self._run_token
+
+    def _checkOwner(self, token):
+        """Raise ReassignedError unless the run holding `token` still owns
+        this job: the one place where ownership is read."""
+        if self._run_token != token:
+            raise interfaces.ReassignedError(
+                '%r was handed to another run while this one held it (its '
+                'process was thought dead, or it was recovered); this run\'s '
+                'work is discarded' % (self,))
+
+    def _commitOwned(self, tm, token, apply):
+        """The commit helper of the job life cycle: check that the run
+        holding `token` owns the job (unless `token` is _UNCHECKED), apply
+        the change and commit; after a transient error abort, and check
+        and apply again (up to COMMIT_ATTEMPTS times, pausing after
+        disconnections)."""
+        for attempt in itertools.count(1):
+            if token is not _UNCHECKED:
+                self._checkOwner(token)
+            apply()
+            try:
+                self._commit(tm)
+                return
+            except transaction.interfaces.TransientError as error:
+                self._abort(tm)
+                if attempt >= COMMIT_ATTEMPTS:
+                    raise
+                _pause(error, attempt)
+            except BaseException:
+                self._abort(tm)
+                raise
+
     # -- running ---------------------------------------------------------
 
     def __call__(self, *args, **kwargs):
@@ -293,62 +416,66 @@ class Job(persistent.Persistent):
                 % (self, status))
         return self._call(*args, **kwargs)
 
+    def _start(self):
+        token = _newToken()
+        self._status = ACTIVE
+        self.active_start = utils.now()
+        self._run_token = token
+        return token
+
     def _markActive(self, tm):
-        for attempt in range(10):
+        """Start a run: mark the job ACTIVE under a new token, committed;
+        returns the token."""
+        started = []
+
+        def apply():
             if self._status != NEW:
                 raise interfaces.BadStatusError(
                     '%r is %s: another process took it' % (self, self.status))
-            self._status = ACTIVE
-            self.active_start = utils.now()
-            try:
-                self._commit(tm)
-                return
-            except transaction.interfaces.TransientError:
-                self._abort(tm)
-        raise interfaces.BadStatusError(
-            'could not mark %r ACTIVE: the commit conflicted 10 times' % self)
+            started[:] = [self._start()]
+        self._commitOwned(tm, _UNCHECKED, apply)
+        return started[0]
 
     def _activate(self):
         """Mark a job ACTIVE in its claimant's transaction (a dispatcher
-        records the claim and the start in one commit); then run it with
-        ``_runClaimed()``."""
+        records the claim and the start in one commit); returns the run's
+        token, to run it with ``_runClaimed(token)`` once committed."""
         if self._status != NEW:
             raise interfaces.BadStatusError(
                 'can only activate a job that has not started; %r is %s'
                 % (self, self.status))
-        self._status = ACTIVE
-        self.active_start = utils.now()
+        return self._start()
 
-    def _runClaimed(self):
-        """Run a job that ``_activate`` marked ACTIVE (and was committed)."""
+    def _runClaimed(self, token):
+        """Run a job that ``_activate`` marked ACTIVE under `token`."""
         if self._status != ACTIVE or self._inner is not None:
             raise interfaces.BadStatusError(
                 '%r is %s, not a claimed job waiting to run; another process '
                 'may have recovered it' % (self, self.status))
-        return self._execute((), {}, mark=False)
+        self._checkOwner(token)
+        return self._execute((), {}, token)
 
     def _call(self, *args, **kwargs):
-        return self._execute(args, kwargs, mark=True)
+        token = self._markActive(self._tm())
+        return self._execute(args, kwargs, token)
 
-    def _execute(self, args, kwargs, mark):
+    def _execute(self, args, kwargs, token):
         tm = self._tm()
         policy = self._policyOrDefault()
         data_cache = {}
-        if mark:
-            self._markActive(tm)
         while True:
             res = self._invoke(args, kwargs)
             if utils.isFailure(res) and getattr(res, '_zcasync_raised', 0):
                 del res._zcasync_raised
-                self._abortRun(tm, policy, data_cache)
+                self._abortRun(tm, token, policy, data_cache)
                 action, when = _decision(policy.jobError(res, data_cache))
                 if action == _RETRY:
                     continue
                 if action == _RESCHEDULE:
-                    self._reschedule(when, tm)
+                    self._reschedule(when, tm, token)
                     return self._result
             try:
-                waiting = self._setResult(res)
+                waiting = self._setResult(res, token)
                 if not waiting and not self._callbacks:
                     # nothing to call back: result and completion in one
                     # commit (a concurrent addCallback conflicts with it)
@@ -356,42 +483,41 @@ class Job(persistent.Persistent):
                 self._commit(tm)
             except Exception:
                 failure = utils.makeFailure()
-                self._abortRun(tm, policy, data_cache)
+                self._abortRun(tm, token, policy, data_cache)
                 action, when = _decision(
                     policy.commitError(failure, data_cache))
                 if action == _RETRY:
                     continue
                 if action == _RESCHEDULE:
-                    self._reschedule(when, tm)
+                    self._reschedule(when, tm, token)
                     return self._result
                 waiting = False
-                self._storeCommitFailure(tm, failure)
+                self._storeCommitFailure(tm, token, failure)
             break
         if not waiting and self._status != COMPLETED:
-            self._runCallbacks(tm)
+            self._runCallbacks(tm, token)
         return self._result
 
-    def _abortRun(self, tm, policy, data_cache):
-        """Abort this run's work before a retry decision; refuse to go on
-        when another process took the job over meanwhile (a sibling that
-        thought this process dead recovered it)."""
+    def _abortRun(self, tm, token, policy, data_cache):
+        """Abort this run's work before a retry decision; stop with
+        ReassignedError when the run no longer owns the job."""
         self._abort(tm)
-        if tm is not None and self._status != ACTIVE:
-            raise interfaces.ReassignedError(
-                '%r is %s: another process took it over while it ran; this '
-                'run\'s work was discarded' % (self, self.status))
+        self._checkOwner(token)
         policy.updateData(data_cache)
 
-    def _storeCommitFailure(self, tm, failure):
+    def _storeCommitFailure(self, tm, token, failure):
         """The policy gave up on committing the result: store the commit
         failure as the result (which must be possible: it is small)."""
         try:
-            self._commitUntilDone(tm, lambda: self._setResult(failure))
+            self._commitOwned(tm, token,
+                              lambda: self._setResult(failure, token))
+        except interfaces.ReassignedError:
+            raise
         except Exception:
             utils.safeLog(utils.log, logging.CRITICAL,
                           'could not store even the commit failure of %r:\n'
-                          '%s\nit stays ACTIVE until its dispatcher is '
-                          'recovered', self, utils.formatException())
+                          '%s\nits dispatcher hands it back to its retry '
+                          'policy', self, utils.formatException())
             raise
 
     def _invoke(self, args, kwargs):
@@ -403,13 +529,13 @@ class Job(persistent.Persistent):
         try:
             return self.callable(*call_args, **call_kwargs)
         except Exception:
-            failure = utils.makeFailure()
+            failure = utils.makeFailure(captureVars=self.capture_variables)
             failure._zcasync_raised = True
             return failure
         finally:
             threadlocal.popJob()
 
-    def _setResult(self, res):
+    def _setResult(self, res, token):
         """Put the outcome in place; True when the job now waits for an
         inner job or a Deferred."""
         if interfaces.IJob.providedBy(res):
@@ -419,11 +545,11 @@ class Job(persistent.Persistent):
             if res._status == COMPLETED:
                 res = res._result
             else:
-                self._waitFor(res)
+                self._waitFor(res, token)
                 return True
         elif isinstance(res, twisted.internet.defer.Deferred):
             if not res.called:
-                self._waitForDeferred(res)
+                self._waitForDeferred(res, token)
                 return True
             fired = []
             res.addBoth(fired.append)
@@ -435,21 +561,9 @@ class Job(persistent.Persistent):
         self._inner = None
         return False
 
-    def _commitUntilDone(self, tm, apply):
-        """Apply a change that must be stored (a final result, a
-        reschedule) and commit it, re-applying after transient errors."""
-        for attempt in range(100):
-            apply()
-            try:
-                self._commit(tm)
-                return
-            except transaction.interfaces.TransientError:
-                self._abort(tm)
-        raise RuntimeError('could not store the outcome of %r' % self)
-
     # -- waiting on an inner job or a Deferred ----------------------------
 
-    def _waitFor(self, inner):
+    def _waitFor(self, inner, token):
         if inner.parent is None:
             queue = self.queue
             if queue is not None:
@@ -457,32 +571,47 @@ class Job(persistent.Persistent):
             else:
                 inner.parent = self
         self._inner = inner
-        inner.addCallback(self._innerCompleted)
+        inner.addCallback(Job(self._innerCompleted, token=token))
         # the job no longer needs an agent slot: it resumes when the inner
         # job's callback runs, wherever that happens
         agent = self.agent
         if agent is not None and self.parent is agent:
             agent._release(self)
 
-    def _innerCompleted(self, result):
-        if self._status != ACTIVE:
+    def _innerCompleted(self, result, token=None):
+        """The inner job this one waits for completed: take its result,
+        if the run that waits for it still owns this job."""
+        if self._status != ACTIVE or (token is not None and
+                                      self._run_token != token):
             return None
-        self._complete(result)
+        self._complete(result, self._run_token)
         return None
 
-    def _waitForDeferred(self, deferred):
+    def _waitForDeferred(self, deferred, token):
         jar = self._p_jar
         db = jar.db() if jar is not None else None
         oid = self._p_oid
 
         def fired(result):
             if db is None:
-                self._complete(result)
+                if self._status == ACTIVE and self._run_token == token:
+                    self._complete(result, token)
                 return result
             tm = transaction.TransactionManager()
             conn = db.open(transaction_manager=tm)
             try:
-                conn.get(oid)._complete(result)
+                job = conn.get(oid)
+                if job._status != ACTIVE or job._run_token != token:
+                    utils.safeLog(
+                        utils.log, logging.WARNING,
+                        'ignoring the late result of a Deferred returned by '
+                        '%r: the run that returned it no longer owns the job '
+                        '(it is %s)', job, job.status)
+                    return None
+                job._complete(result, token)
+            except interfaces.ReassignedError:
+                utils.safeLog(utils.log, logging.WARNING, '%s',
+                              utils.formatException().strip().splitlines()[-1])
             finally:
                 tm.abort()
                 conn.close()
@@ -491,31 +620,38 @@ class Job(persistent.Persistent):
 
     # -- completion and callbacks ----------------------------------------
 
-    def _complete(self, result):
+    def _complete(self, result, token):
         """Set the final result of a job that is not running the normal
-        call path (fail, interruption, inner job, Deferred)."""
+        call path (fail, interruption, inner job, Deferred), for the run
+        holding `token`."""
         tm = self._tm()
-        self._commitUntilDone(tm, lambda: self._setResult(result))
-        self._runCallbacks(tm)
+        self._commitOwned(tm, token, lambda: self._setResult(result, token))
+        self._runCallbacks(tm, token)
 
-    def _runCallbacks(self, tm):
+    def _runCallbacks(self, tm, token):
+        attempt = 0
         while True:
             ran = list(self.callbacks)
             for callback in ran:
+                # each callback commits, which shows this connection what
+                # others committed: a takeover stops the loop
+                self._checkOwner(token)
                 self._runCallback(callback)
-            # each callback's commit shows this connection what others
-            # committed meanwhile: re-read the list (which also loads it, so
-            # that touching it below really writes it) and run late arrivals
+            self._checkOwner(token)
+            # re-read the list (which also loads it, so that touching it
+            # below really writes it) and run late arrivals
             if len(self.callbacks) != len(ran):
                 continue
             self._markCompleted()
             try:
                 self._commit(tm)
                 return
-            except transaction.interfaces.TransientError:
+            except transaction.interfaces.TransientError as error:
                 self._abort(tm)
-                if self._status == COMPLETED:
-                    return
+                attempt += 1
+                if attempt >= COMMIT_ATTEMPTS:
+                    raise
+                _pause(error, attempt)
 
     def _markCompleted(self):
         self._status = COMPLETED
@@ -532,7 +668,8 @@ class Job(persistent.Persistent):
     def _runCallback(self, callback):
         status = callback._status
         if status == ACTIVE and callback._inner is None:
-            # it was running when the process died
+            # it was running when the process died; callbacks belong to
+            # the run that owns their parent (this one)
             callback.handleInterrupt()
             status = callback._status
         if status == NEW:
@@ -585,48 +722,69 @@ class Job(persistent.Persistent):
         self._status = NEW
         self._result = None
         self.active_start = None
+        self._run_token = None
         self.parent = None
 
-    def _reschedule(self, when, tm):
+    def _requeue(self, queue, when=None):
+        """Put a reset job back in `queue`: at `when` if that is later,
+        else at the front, to start now -- a start deadline (``begin_by``)
+        counts from this new start, not from the first one."""
+        now = utils.now()
+        if when is not None and when > now:
+            self.begin_after = when
+            queue._insert(self)
+        else:
+            self.begin_after = now
+            queue.putBack(self)
+
+    def _handBack(self):
+        """Revoke the current run's ownership (it was found dead, or no
+        thread runs it) and return the token of the recovery that now owns
+        the job; the caller queues that recovery (``handleInterrupt`` or
+        ``resumeCallbacks`` with this token)."""
+        token = self._run_token = _newToken()
+        return token
+
+    def _reschedule(self, when, tm, token):
         """Put the job back in its queue to start at `when`."""
         queue = self.queue
         if queue is None:
             self._complete(utils.makeFailure(interfaces.AbortedError(
                 'the retry policy rescheduled %r but it has no queue'
-                % self)))
+                % self)), token)
             return
 
         def apply():
             self._resetForRetry()
-            self.begin_after = when
-            if when <= utils.now():
-                queue.putBack(self)
-            else:
-                queue._insert(self)
-        self._commitUntilDone(tm, apply)
+            self._requeue(queue, when)
+        self._commitOwned(tm, token, apply)
 
-    def handleInterrupt(self):
+    def handleInterrupt(self, token=None):
+        """Recover a job that was ACTIVE when its run was lost (its process
+        died, or no thread ran it): its retry policy decides whether it
+        runs again, later, or fails with AbortedError.  With `token` (as
+        queued by a recovery), nothing happens unless the job is still
+        owned by that recovery."""
         if self._status != ACTIVE or self._inner is not None:
             return None  # nothing to recover (already done, or waiting)
-        decision = self.getRetryPolicy().interrupted()
-        action, when = _decision(decision)
+        if token is not None and self._run_token != token:
+            return None  # recovered already, or another run owns it now
+        policy = self._policyOrDefault()
+        action, when = _decision(policy.interrupted())
         if action != _GIVE_UP and self.isCallback:
             # callbacks re-run inline, from their parent's callback loop
             self._status = NEW
             self.active_start = None
+            self._run_token = None
             return None
-        if action != _GIVE_UP and self.queue is not None:
-            queue = self.queue
+        queue = self.queue
+        if action != _GIVE_UP and queue is not None:
             self._resetForRetry()
-            if action == _RESCHEDULE and when > utils.now():
-                self.begin_after = when
-                queue._insert(self)
-            else:
-                queue.putBack(self)
+            self._requeue(queue, when)
             return None
         self._complete(utils.makeFailure(interfaces.AbortedError(
             '%r was interrupted (its process died) and its retry policy '
-            'gave up' % self)))
+            'gave up' % self)), self._run_token)
         return None
 
     def fail(self, e=None):
@@ -638,14 +796,20 @@ class Job(persistent.Persistent):
                 % (self, self.status))
         if interfaces.IQueue.providedBy(self.parent):
             self.parent.remove(self)
-        self._complete(utils.makeFailure(e))
+        self._complete(utils.makeFailure(e), self._run_token)
 
-    def resumeCallbacks(self):
+    def resumeCallbacks(self, token=None):
+        """Finish the callbacks of a job in CALLBACKS.  With `token` (as
+        queued by a recovery), nothing happens unless that recovery still
+        owns the job."""
+        if token is not None and (self._status != CALLBACKS or
+                                  self._run_token != token):
+            return None  # finished meanwhile, or recovered already
         if self._status != CALLBACKS:
             raise interfaces.BadStatusError(
                 'can only resume the callbacks of a job in CALLBACKS; %r is '
                 '%s' % (self, self.status))
-        self._runCallbacks(self._tm())
+        self._runCallbacks(self._tm(), self._run_token)
 
 
 # serial and parallel live in zcasync.composite; they are part of this

@@ -26,7 +26,7 @@ processes that fill the same quota at once conflict, so a quota can never
 overfill.
 """
 import itertools
-
+import logging
 import struct
 
 import BTrees.Length
@@ -34,6 +34,7 @@ import BTrees.OOBTree
 import persistent
 from BTrees.Interfaces import BTreesConflictError
 import zope.interface
+import ZODB.utils
 
 from zcasync import instanceuuid
 from zcasync import interfaces
@@ -57,6 +58,14 @@ def _key(lane, micros, token):
 def _keyParts(key):
     """(lane, micros) of a key."""
     return _PREFIX.unpack_from(key)
+
+
+def _describeOid(job):
+    oid = getattr(job, '_p_oid', None)
+    if oid is None:
+        return '(unstored)'
+    return '%d@%s' % (ZODB.utils.u64(oid), utils.databaseName(job))
+
 _UNSTORED = itertools.count()
 
 # BTreesConflictError reasons handled by JobTree (see BTrees' merge code)
@@ -357,6 +366,8 @@ class Queue(persistent.Persistent):
 
     name = None
     parent = None
+    #: queue key -> (job, reason, when): jobs set aside (see ``_park``)
+    _parked = None
 
     def __init__(self):
         self._jobs = JobTree()
@@ -395,7 +406,7 @@ class Queue(persistent.Persistent):
             job.failure_log_level = failure_log_level
         if retry_policy_factory is not None:
             job.retry_policy_factory = retry_policy_factory
-        job.assignerUUID = instanceuuid.UUID
+        job.assignerUUID = instanceuuid.currentUUID()
         jar = self._p_jar
         if jar is not None and job._p_jar is None:
             jar.add(job)
@@ -469,10 +480,73 @@ class Queue(persistent.Persistent):
         return job
 
     def remove(self, job):
+        """Remove a pending or parked job.  A job this process cannot
+        store again (see ``zcasync.job.loadProblem``) is removed without
+        being written: it then belongs nowhere (reads NEW)."""
         key = getattr(job, '_queue_key', None)
-        if key is None or self._jobs.get(key) is not job:
+        parked = self._parked is not None and key is not None and \
+            self._parked.get(key, (None,))[0] is job
+        if not parked and (key is None or self._jobs.get(key) is not job):
             raise LookupError('%r is not in queue %r' % (job, self.name))
-        self._take(job)
+        if parked:
+            del self._parked[key]
+            if jobmodule.loadProblem(job) is None:
+                job._queue_key = None
+                job.parent = None
+        elif jobmodule.loadProblem(job) is not None:
+            del self._jobs[key]
+            self._length.change(-1)
+        else:
+            self._take(job)
+
+    # -- parked jobs -----------------------------------------------------
+    #
+    # A job this process cannot run -- it cannot be loaded, or its callable
+    # lives in a module that cannot be imported here -- would fail every
+    # claim (claiming writes the job, and storing its broken callable
+    # fails), blocking the queue.  The claim sets it aside instead, without
+    # writing it: it moves from the queue's tree to ``_parked``, under the
+    # same key, with the reason.  It reads PARKED.  ``unpark`` puts it
+    # back where it was (once its module is installed); ``remove`` drops
+    # it.  Neither needs to import the job's module.
+
+    def _statusOf(self, job):
+        """PENDING, PARKED, or NEW (removed without being written)."""
+        key = job._queue_key
+        if key is not None and self._jobs.get(key) is job:
+            return interfaces.PENDING
+        if key is not None and self._parked is not None and \
+                self._parked.get(key, (None,))[0] is job:
+            return interfaces.PARKED
+        return interfaces.NEW if key is not None else interfaces.PENDING
+
+    def _park(self, key, job, reason):
+        del self._jobs[key]
+        self._length.change(-1)
+        if self._parked is None:
+            self._parked = BTrees.OOBTree.OOBTree()
+        self._parked[key] = (job, reason, utils.now())
+        utils.safeLog(utils.log, logging.ERROR,
+                      'queue %r set aside job %s (it reads PARKED; the queue '
+                      'goes on): %s', self.name, _describeOid(job), reason)
+
+    def parked(self):
+        """The parked jobs, oldest first: (job, reason, when) tuples."""
+        if self._parked is None:
+            return []
+        return list(self._parked.values())
+
+    def unpark(self, job):
+        """Put a parked job back in the queue, where it was."""
+        key = job._queue_key
+        if self._parked is None or key is None or \
+                self._parked.get(key, (None,))[0] is not job:
+            raise LookupError('%s is not parked in queue %r'
+                              % (_describeOid(job), self.name))
+        del self._parked[key]
+        self._jobs[key] = job
+        self._length.change(1)
+        self.puts.change(1)
 
     def pull(self, index=0):
         """Remove and return the job at `index` (the way to cancel a job
@@ -484,23 +558,34 @@ class Queue(persistent.Persistent):
         room, removed from the queue; `default` when there is none.
 
         A job past its ``begin_by`` deadline is not handed out: a job that
-        fails it with TimeoutError is returned in its place.
+        fails it with TimeoutError is returned in its place.  A job this
+        process cannot run is parked on the way (see parked jobs).
         """
         now = utils.now()
         now_micros = utils.toMicros(now)
-        for key, job in self._jobs.items():
-            lane, micros = _keyParts(key)
-            if lane == NORMAL and micros > now_micros:
-                break  # everything after this is scheduled for later
-            if filter is not None and not filter(job):
-                continue
-            if job.begin_by is not None and \
-                    job.begin_after + job.begin_by < now:
-                return self._timedOut(job, now)
-            if job.quota_names and not self.quotas._reserve(job):
-                continue
-            return self._take(job)
-        return default
+        after = None  # resume the walk after a parked job's key
+        while True:
+            kw = {} if after is None else {'min': after,
+                                           'excludemin': True}
+            for key, job in self._jobs.items(**kw):
+                lane, micros = _keyParts(key)
+                if lane == NORMAL and micros > now_micros:
+                    return default  # the rest is scheduled for later
+                problem = jobmodule.loadProblem(job)
+                if problem is not None:
+                    self._park(key, job, problem)
+                    after = key
+                    break  # the tree changed under the walk
+                if filter is not None and not filter(job):
+                    continue
+                if job.begin_by is not None and \
+                        job.begin_after + job.begin_by < now:
+                    return self._timedOut(job, now)
+                if job.quota_names and not self.quotas._reserve(job):
+                    continue
+                return self._take(job)
+            else:
+                return default
 
     def _timedOut(self, job, now):
         self._take(job)

@@ -19,7 +19,14 @@ CALLBACKS  a ``resumeCallbacks`` job is queued for it
 COMPLETED  moves to its agent's ``completed`` collection
 =========  =============================================================
 
-The recovery jobs use ``RetryCommonForever`` and log failures at CRITICAL.
+An ACTIVE or CALLBACKS job is handed to its recovery job together with a
+fresh run token (see ``zcasync.job``, "ownership"): whatever the run that
+held it still does is never committed.  The recovery jobs use
+``RetryCommonForever`` and log failures at CRITICAL.
+
+A dispatcher's own process does not trust clocks for the ring: it declares
+its neighbour dead only after watching it not ping for a whole death
+interval while it could see the database itself (``zcasync.liveness``).
 """
 import datetime
 import logging
@@ -136,27 +143,35 @@ class DispatcherAgents(persistent.Persistent):
         self.activated = None
         zope.event.notify(interfaces.DispatcherDeactivated(self))
 
-    def _recover(self, method):
+    def _recover(self, method, token):
         from zcasync.job import Job
-        self.queue.put(Job(method), failure_log_level=logging.CRITICAL,
+        self.queue.put(Job(method, token),
+                       failure_log_level=logging.CRITICAL,
                        retry_policy_factory=retry.RetryCommonForever)
 
     def _cleanup(self):
-        queue = self.queue
         for agent in self._agents.values():
             for job in list(agent):
-                status = job._status
-                if status == NEW:
-                    agent.remove(job)
-                    queue.putBack(job)
-                elif status == ACTIVE:
-                    agent._release(job)
-                    self._recover(job.handleInterrupt)
-                elif status == CALLBACKS:
-                    agent._release(job)
-                    self._recover(job.resumeCallbacks)
-                elif status == COMPLETED:
-                    agent.jobCompleted(job)
+                self.handBack(agent, job)
+
+    def handBack(self, agent, job):
+        """Stop holding `job` in `agent` and leave it to a state that some
+        process acts on (see the table in the module docstring).  A run
+        in progress loses the job: its token is replaced by the recovery's
+        (writing the job, so that the run's own commit conflicts)."""
+        status = job._status
+        if status == NEW:
+            agent.remove(job)
+            self.queue.putBack(job)
+        elif status == ACTIVE:
+            agent._release(job)
+            if job._inner is None:
+                self._recover(job.handleInterrupt, job._handBack())
+        elif status == CALLBACKS:
+            agent._release(job)
+            self._recover(job.resumeCallbacks, job._handBack())
+        elif status == COMPLETED:
+            agent.jobCompleted(job)
 
     def __repr__(self):
         return '<zcasync.registry.DispatcherAgents %s %s>' % (
@@ -215,9 +230,12 @@ class Dispatchers(persistent.Persistent):
     def __len__(self):
         return len(self._data)
 
-    def ping(self, uuid):
+    def ping(self, uuid, isDead=None):
         """Record that dispatcher `uuid` is alive, then check the next one
-        in the ring and deactivate it if it is dead."""
+        in the ring and deactivate it if it is dead: by default when its
+        last ping is older than its death interval by this process's
+        clock; ``isDead(agents)`` decides instead when given (a dispatcher
+        passes what it watched itself, see ``zcasync.liveness``)."""
         agents = self._data[uuid]
         now = utils.now()
         if not agents.activated:
@@ -236,7 +254,8 @@ class Dispatchers(persistent.Persistent):
                 now - agents.last_ping >= agents.ping_interval:
             agents.last_ping = now
         following = self._next(uuid)
-        if following is not None and following.dead:
+        if following is not None and (
+                following.dead if isDead is None else isDead(following)):
             utils.safeLog(
                 utils.log, logging.ERROR,
                 'dispatcher %s found dispatcher %s dead (last ping %s, death '

@@ -16,7 +16,7 @@ from zcasync.job import Job
 class BrokenJob(Job):
     """A job whose running machinery breaks (not its callable)."""
 
-    def _runClaimed(self):
+    def _runClaimed(self, token):
         raise RuntimeError('the machinery broke')
 
 

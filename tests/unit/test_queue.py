@@ -152,8 +152,22 @@ def test_put_refuses_a_naive_begin_after(queue):
 
 def test_put_sets_the_assigner_uuid(queue):
     job = queue.put(Job(double, 1))
-    assert instanceuuid.UUID is not None
+    assert instanceuuid.UUID is not None  # this process runs dispatchers
     assert job.assignerUUID == instanceuuid.UUID
+
+
+def test_a_producer_needs_no_instance_uuid(queue, tmp_path, monkeypatch):
+    monkeypatch.setenv('ZC_ASYNC_UUID', str(tmp_path / 'uuid.txt'))
+    previous = instanceuuid.currentUUID()
+    instanceuuid._reset()
+    try:
+        job = queue.put(Job(double, 1))
+        assert job.assignerUUID is None
+        assert not (tmp_path / 'uuid.txt').exists()
+    finally:
+        instanceuuid._reset()
+        monkeypatch.undo()
+    assert instanceuuid.getUUID() == previous
 
 
 def test_put_job_joins_the_queue_connection_before_commit(queue, conn):
