@@ -247,10 +247,10 @@ def buildParser(environ):
     o = Options(p, environ)
     _common(o)
     p.add_argument('kind', nargs='?', choices=(
-        'pending', 'assigned', 'active', 'callbacks', 'completed',
+        'pending', 'parked', 'assigned', 'active', 'callbacks', 'completed',
         'succeeded', 'failed'), metavar='STATUS',
-        help='pending, assigned, active, callbacks, completed, succeeded '
-        'or failed (default: all)')
+        help='pending, parked, assigned, active, callbacks, completed, '
+        'succeeded or failed (default: all)')
     o.add('--queue', metavar='NAME', help='only this queue')
     o.add('--agent', metavar='NAME', help='only jobs of agents so named')
     o.add('--limit', type=int, default=100, metavar='N',
@@ -267,13 +267,27 @@ def buildParser(environ):
              'a claimed, running or completed job is refused.'),
             ('retry', 'queue a failed job again as a new job',
              'Queue a new job with the callable, arguments and policy of a '
-             'failed job (not its callbacks); prints the new id.')):
+             'failed job (not its callbacks); prints the new id.  A parked '
+             'job (one the workers could not load) goes back to its queue, '
+             'where it was.')):
         p = _sub(sub, name, help, description)
         o = Options(p, environ)
         _common(o)
         p.add_argument('id', metavar='ID', help='OID or OID@DATABASE')
         o.add('--json', action='store_true', help='print JSON')
         p.set_defaults(run=name)
+
+    p = _sub(sub, 'pg-notify', 'install or remove the PostgreSQL notify '
+             'trigger', 'RelStorage on PostgreSQL: workers hear commits at '
+             'once through a trigger on RelStorage\'s object_state table '
+             'that sends NOTIFY; without it they poll every poll interval. '
+             'Install it once per database (the user needs the right to '
+             'create functions and triggers).')
+    o = Options(p, environ)
+    _common(o)
+    p.add_argument('action', choices=('install', 'remove', 'status'),
+                   metavar='ACTION', help='install, remove or status')
+    p.set_defaults(run='pg-notify')
     return parser
 
 
@@ -307,6 +321,9 @@ def run(args):
         cli_worker.setupLogging(args.log_level)
     import zcasync.configure
     zcasync.configure.base()
+    if args.run == 'pg-notify':
+        from zcasync import cli_db
+        return cli_db.runPgNotify(args)
     from zcasync import cli_jobs
     return {'put': cli_jobs.runPut, 'status': cli_jobs.runStatus,
             'jobs': cli_jobs.runJobs, 'job': cli_jobs.runJob,

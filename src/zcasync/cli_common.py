@@ -95,6 +95,7 @@ def statusName(job):
     return {
         interfaces.NEW: 'new',
         interfaces.PENDING: 'pending',
+        interfaces.PARKED: 'parked',
         interfaces.ASSIGNED: 'assigned',
         interfaces.ACTIVE: 'active',
         interfaces.CALLBACKS: 'callbacks',

@@ -281,3 +281,38 @@ def _openError(uri, error):
         return ('cannot connect to the ZEO server of %s (%s); check that '
                 'it runs and serves storage "1"' % (redact(uri), text))
     return 'cannot open the database %s: %s: %s' % (redact(uri), kind, text)
+
+
+def runPgNotify(args):
+    """``zcasync pg-notify install|remove|status``."""
+    from zcasync import pgnotify
+    from zcasync.cli_common import EXIT_OK
+    if scheme(args.db) not in ('postgres', 'postgresql'):
+        raise CommandError(
+            'pg-notify is for RelStorage on PostgreSQL: give --db '
+            'postgres://USER@HOST:PORT/DBNAME (not %s)' % redact(args.db),
+            EXIT_URI)
+    db = openDatabase(args.db, args.connect_timeout)
+    try:
+        dsn = pgnotify.dsnOf(db)
+        try:
+            if args.action == 'install':
+                done = pgnotify.installTrigger(dsn)
+                print('notify trigger %s' % (
+                    'installed' if done else 'was already installed'))
+            elif args.action == 'remove':
+                done = pgnotify.removeTrigger(dsn)
+                print('notify trigger %s' % (
+                    'removed' if done else 'was not installed'))
+            else:
+                print('notify trigger %s' % (
+                    'installed' if pgnotify.triggerInstalled(dsn)
+                    else 'not installed: workers poll every poll interval'))
+        except Exception as e:
+            raise CommandError(
+                'cannot %s the notify trigger (%s); the database user needs '
+                'the right to create functions and triggers'
+                % (args.action, firstLine(e)), EXIT_UNAVAILABLE) from None
+    finally:
+        db.close()
+    return EXIT_OK

@@ -26,7 +26,7 @@ from zcasync.cli_common import (
 
 HELD = ('assigned', 'active', 'callbacks')
 DONE = ('completed', 'succeeded', 'failed')
-KINDS = ('pending',) + HELD + DONE
+KINDS = ('pending', 'parked') + HELD + DONE
 
 
 class Session:
@@ -124,7 +124,7 @@ def callText(job):
             name = _name(func) or utils.shortRepr(func, 80)
         args = [utils.shortRepr(a, 60) for a in job.args]
         args += ['%s=%s' % (k, utils.shortRepr(v, 60))
-                 for k, v in job.kwargs.items()]
+                 for k, v in (job._kwargs or {}).items()]
         return '%s(%s)' % (name, ', '.join(args))
     except Exception:
         return repr(job)
@@ -150,6 +150,11 @@ def describe(job, full=False):
     }
     if info['status'] == 'completed':
         info['failed'] = utils.isFailure(job.result)
+    if info['status'] == 'parked':
+        for parked, reason, when in queue.parked():
+            if parked is job:
+                info['parked_reason'] = reason
+                info['parked_at'] = isoTime(when)
     if not full:
         return info
     result = job.result
@@ -419,6 +424,10 @@ def iterJobs(queues, kind, queue_name=None, agent_name=None):
     if 'pending' in kinds and agent_name is None:
         for queue in selected:
             yield from queue
+    if 'parked' in kinds and agent_name is None:
+        for queue in selected:
+            for job, reason, when in queue.parked():
+                yield job
     held = [k for k in kinds if k in HELD]
     if held:
         for queue in selected:
@@ -494,14 +503,18 @@ def runCancel(args):
             with attempt:
                 job = session.job(args.id)
                 parent = job.parent
-                if not interfaces.IQueue.providedBy(parent):
-                    status = statusName(job)
+                status = statusName(job)
+                if not interfaces.IQueue.providedBy(parent) or \
+                        status not in ('pending', 'parked'):
                     session.tm.abort()
                     raise CommandError(_cannotCancel(args.id, status),
                                        EXIT_REFUSED)
+                info = describe(job)
+                # a parked job, or one whose module cannot be imported
+                # here, is removed without being written
                 parent.remove(job)
                 job.annotations['zcasync.cancelled'] = isoTime(utils.now())
-                info = describe(job)
+                info['status'] = statusName(job)
                 info['cancelled_from'] = parent.name
     if args.json:
         printJson(info)
@@ -531,6 +544,12 @@ def runRetry(args):
             with attempt:
                 job = session.job(args.id)
                 status = statusName(job)
+                if status == 'parked':
+                    # back in its queue, where it was (its module must be
+                    # importable by the workers now)
+                    job.queue.unpark(job)
+                    new = job
+                    break
                 if status != 'completed' or not utils.isFailure(job.result):
                     session.tm.abort()
                     raise CommandError(
@@ -545,7 +564,7 @@ def runRetry(args):
                         'cannot retry job %s: it belongs to no queue (a '
                         'callback runs with its parent job)' % args.id,
                         EXIT_REFUSED)
-                new = Job(job.callable, *job.args, **dict(job.kwargs))
+                new = Job(job.callable, *job.args, **dict(job._kwargs or {}))
                 new.quota_names = [n for n in job.quota_names
                                    if n in queue.quotas]
                 new.failure_log_level = job.failure_log_level
@@ -554,8 +573,14 @@ def runRetry(args):
                           retry_policy_factory=job.retry_policy_factory)
         info = describe(new)
     if args.json:
-        info['retry_of'] = formatJobId(job)
+        if new is job:
+            info['unparked'] = True
+        else:
+            info['retry_of'] = formatJobId(job)
         printJson(info)
+    elif new is job:
+        print('%s: back in queue %r, where it was' % (info['id'],
+                                                     info['queue']))
     else:
         print(info['id'])
     return EXIT_OK

@@ -223,11 +223,14 @@ class Worker:
             if getattr(args, option) <= 0:
                 raise CommandError('--%s must be positive' % option.replace(
                     '_', '-'), EXIT_USAGE)
-        if args.ping_death_interval <= args.ping_interval:
-            raise CommandError(
-                '--ping-death-interval (%g s) must be longer than '
-                '--ping-interval (%g s), a few pings long'
-                % (args.ping_death_interval, args.ping_interval), EXIT_USAGE)
+        from zcasync import liveness
+        problem = liveness.checkIntervals(args.ping_interval,
+                                          args.ping_death_interval)
+        if problem:
+            raise CommandError('--ping-interval %g / --ping-death-interval '
+                               '%g: %s' % (args.ping_interval,
+                                           args.ping_death_interval, problem),
+                               EXIT_USAGE)
         setupLogging(args.log_level)
         uuid, uuid_path = readWorkerUUID(args.uuid_file)
         importModules(args.imports or ())

@@ -88,6 +88,7 @@ class Dispatcher:
         self._last_heartbeat = None
         self._next_ping = None  # the soonest ping due, over all queues
         self._reconcile = False  # a run was lost: reconcile at next poll
+        self._failures = 0  # polls failed in a row
         self.deaths = liveness.DeathWatch(poll_interval)
 
     # -- life cycle ------------------------------------------------------
@@ -343,6 +344,10 @@ class Dispatcher:
             self._pollQueues(poll, watched, urgent)
             complete = True
             self.deaths.saw(now)
+            if self._failures:
+                utils.log.info('dispatcher %s: polling again after %d '
+                               'failed poll(s)', self.UUID, self._failures)
+                self._failures = 0
         except transaction.interfaces.TransientError:
             # e.g. the ping or the activation commit conflicted
             self.conn.transaction_manager.abort()
@@ -351,9 +356,12 @@ class Dispatcher:
                 self._reconcile = True
         except Exception:
             self.deaths.blind()
-            utils.safeLog(utils.log, logging.ERROR,
-                          'dispatcher %s: poll failed:\n%s',
-                          self.UUID, utils.formatException())
+            self._failures += 1
+            if self._failures == 1:
+                utils.safeLog(utils.log, logging.ERROR,
+                              'dispatcher %s: poll failed (retrying soon; '
+                              'logged once until a poll succeeds):\n%s',
+                              self.UUID, utils.formatException())
             self.conn.transaction_manager.abort()
             if self._known is not None:
                 self._reconcile = True
@@ -371,6 +379,10 @@ class Dispatcher:
                 missed, self._missed = self._missed, []
                 self._polling = False
                 delay = self._delay()
+                if self._failures:
+                    # e.g. a storage server coming back: try again soon,
+                    # then less and less often
+                    delay = min(delay, 0.25 * 2 ** min(self._failures, 6))
                 if self._conflicted:
                     self._conflicted = False
                     delay = min(delay, random.uniform(0, 4 * self.room_delay))

@@ -8,13 +8,16 @@ receives every invalidation:
 - ``_invalidate_finish(tid, oids, committing_instance)`` for commits made
   through this DB (any connection, any thread of this process);
 - ``invalidate(tid, oids)`` for commits made elsewhere, which a ZEO
-  ``ClientStorage`` learns from its server.
+  ``ClientStorage`` learns from its server;
+- ``invalidateCache()`` when a ZEO client (re)connects to its server:
+  whatever was committed while it was away may have changed.
 
-``watch(db, listener)`` wraps those two methods on that one adapter
-instance (nothing global is patched) so that ``listener(oids, instance)``
-is called right after the commit, in the committing thread or the ZEO
-client's I/O thread.  Listeners must be quick and must not touch the
-database: a dispatcher's listener only hands a "poll soon" to its reactor.
+``watch(db, listener)`` wraps those methods on that one adapter instance
+(nothing global is patched) so that ``listener(oids, instance)`` is called
+right after the commit, in the committing thread or the ZEO client's I/O
+thread; ``oids`` is None when anything may have changed (a reconnection).
+Listeners must be quick and must not touch the database: a dispatcher's
+listener only hands a "poll soon" to its reactor.
 
 Storages that are multi-version themselves (RelStorage) have no adapter;
 for RelStorage on PostgreSQL, ``watch`` listens on a PostgreSQL channel fed
@@ -41,7 +44,8 @@ class Watch:
 
 
 class Hub:
-    """Fans changes out to listeners: ``listener(oids, instance)``."""
+    """Fans changes out to listeners: ``listener(oids, instance)``, with
+    ``oids`` None when anything may have changed."""
 
     def __init__(self):
         self._listeners = ()
@@ -75,6 +79,7 @@ class AdapterHub(Hub):
         super().__init__()
         invalidate = adapter.invalidate
         invalidate_finish = adapter._invalidate_finish
+        invalidate_cache = adapter.invalidateCache
 
         def hooked_invalidate(tid, oids):
             invalidate(tid, oids)
@@ -84,8 +89,13 @@ class AdapterHub(Hub):
             invalidate_finish(tid, oids, committing_instance)
             self.fire(oids, committing_instance)
 
+        def hooked_invalidate_cache():
+            invalidate_cache()
+            self.fire(None, None)
+
         adapter.invalidate = hooked_invalidate
         adapter._invalidate_finish = hooked_invalidate_finish
+        adapter.invalidateCache = hooked_invalidate_cache
 
 
 def _adapterHub(db):

@@ -222,10 +222,15 @@ def test_relstorage_client_hears_another_clients_put(pg_database):
     from relstorage.options import Options
     from relstorage.storage import RelStorage
 
+    from zcasync import pgnotify
+
     def make_db():
         options = Options(keep_history=False)
         adapter = PostgreSQLAdapter(dsn=pg_database, options=options)
-        return ZODB.DB(RelStorage(adapter, options=options))
+        db = ZODB.DB(RelStorage(adapter, options=options))
+        # the explicit, once-per-database step (zcasync pg-notify install)
+        pgnotify.installTrigger(pg_database)
+        return db
     _two_clients(make_db)
 
 

@@ -43,7 +43,12 @@ def freePort():
      ["cannot import module 'no_such_module_xyz' given to --import"]),
     (['--size', '0'], 2, ['--size must be at least 1']),
     (['--ping-interval', '5', '--ping-death-interval', '2'], 2,
-     ['must be longer than --ping-interval']),
+     ['at least twice the ping interval']),
+    # one late ping must not be fatal: a death interval just above the ping
+    # interval is refused too
+    (['--ping-interval', '30', '--ping-death-interval', '45'], 2,
+     ['--ping-interval 30 / --ping-death-interval 45',
+      'at least twice the ping interval']),
     (['--poll-interval', 'often'], 2, ['invalid number of seconds']),
     (['--log-level', 'LOUD'], 2, ['invalid log level']),
 ])

@@ -275,3 +275,52 @@ def test_registry_recovers_jobs_of_a_dead_immediate_dispatcher(conn, db,
     assert support.storedState(db, in_callbacks._p_oid, 'status') == (
         COMPLETED,)
     assert _runs == ['active', 'in callbacks', 'active', 'callback']
+
+
+# --- issue 9: recovery never strands a job ---------------------------------
+
+def test_recovery_with_an_unknown_policy_name_uses_the_default(
+        conn, db, queue, agent, caplog):
+    """The policy name was registered only in the process that queued the
+    job: recovery falls back on the default policy (and says so) instead
+    of failing and leaving the job ACTIVE forever (case 4)."""
+    import zope.component
+    from zcasync import retry
+    gsm = zope.component.getGlobalSiteManager()
+    gsm.registerUtility(retry.NeverRetry, interfaces.IRetryPolicyFactory,
+                        'only-in-the-producer')
+    job = queue.put(Job(record, 'job'),
+                    retry_policy_factory='only-in-the-producer')
+    gsm.unregisterUtility(retry.NeverRetry, interfaces.IRetryPolicyFactory,
+                          'only-in-the-producer')
+    claim(agent, job)
+    job._activate()
+    conn.transaction_manager.commit()
+    assert job.handleInterrupt() is None
+    conn.transaction_manager.commit()
+    assert job.status == PENDING and queue[0] is job  # back, to run again
+    assert 'cannot make the retry policy' in caplog.text
+    assert job.annotations['zcasync.RetryCommonFourTimes'] == {
+        'interruption': 1}
+
+
+def test_a_recovered_job_gets_a_new_start_deadline(conn, db, queue, agent,
+                                                   clock):
+    """A job with ``begin_by`` that started on time and was interrupted
+    runs again when recovered later: its deadline counts from the put
+    back, not from its first start (case 7)."""
+    import datetime
+    job = queue.put(Job(record, 'deadline'),
+                    begin_by=datetime.timedelta(seconds=10))
+    conn.transaction_manager.commit()
+    clock.advance(5)
+    claim(agent, job)
+    job._activate()  # started on time
+    conn.transaction_manager.commit()
+    clock.advance(600)  # its process died; a sibling recovers it later
+    job.handleInterrupt()
+    conn.transaction_manager.commit()
+    assert job.begin_after == clock.now
+    claim(agent, job)
+    assert job() == "deadline got None"
+    assert _runs == ['deadline']
