@@ -7,11 +7,17 @@ method name (``tree.__setitem__``, ``Length().change``); a persistent
 callable is stored as itself.  Anything else (a lambda, a nested function,
 a method of an object that cannot be pickled) is refused when the job is
 made, with an error that says what to use instead.
+
+A process that cannot import what a stored job refers to gets a broken
+stand-in from ZODB, and could not store that job again;
+``loadProblem(job)`` says so, in words that name the module and the
+remedy (queues park such jobs instead of failing every claim).
 """
 import pickle
 import types
 
 import persistent
+import ZODB.broken
 import ZODB.utils
 
 from zcasync import utils
@@ -62,3 +68,47 @@ def describeCallable(root, name):
     if name is None:
         return describe(root)
     return '%s.%s' % (describe(root), name)
+
+
+def _brokenName(value):
+    """'module.name' when `value` stands in for something ZODB could not
+    import (a broken class or object), else None."""
+    if isinstance(value, type) and issubclass(value, ZODB.broken.Broken):
+        return '%s.%s' % (value.__module__, value.__name__)
+    if isinstance(value, ZODB.broken.Broken):
+        kind = type(value)
+        return '%s.%s' % (kind.__module__, kind.__name__)
+    return None
+
+
+def loadProblem(job):
+    """Why this process cannot run (or even rewrite) `job`, as a message
+    that names the module and the remedy; None when it can.
+
+    A job whose callable (or retry policy factory) lives in a module this
+    process cannot import unpickles with a broken stand-in, and storing
+    the job again would fail; a job whose state cannot be unpickled at all
+    fails to load."""
+    try:
+        job._p_activate()
+    except Exception as e:
+        return ('it cannot be loaded in this process (%s: %s); fix what its '
+                'stored state needs (usually a module or class that moved), '
+                'then "zcasync retry" it' % (type(e).__name__, e))
+    name = _brokenName(job)
+    if name is not None:
+        return ('its class %s cannot be imported in this process; make that '
+                'module importable where workers run, then "zcasync retry" '
+                'it' % name)
+    d = job.__dict__
+    for what, value in (('callable', d.get('_callable_root')),
+                        ('retry policy', d.get('_retry_policy_factory'))):
+        name = _brokenName(value)
+        if name is not None:
+            module = name.rsplit('.', 1)[0]
+            return ('its %s %s cannot be imported in this process (module %r '
+                    'is missing or lacks it); make it importable where '
+                    'workers run (install it, or "zcasync worker --import '
+                    '%s"), then "zcasync retry" the job'
+                    % (what, name, module, module))
+    return None

@@ -1,129 +1,38 @@
 """The persistent Job: a stored call with a life cycle.
 
-Life cycle of ``job()`` (stored status in capitals)::
+Status as stored (``job.status`` also reads PENDING, PARKED or ASSIGNED
+for a NEW job, depending on where it waits)::
 
-    NEW --commit--> ACTIVE --call--> result --commit--> CALLBACKS
-        --run each callback (each commits)--> COMPLETED --commit
+    NEW --claim or call--> ACTIVE --result--> CALLBACKS --> COMPLETED
 
-- If the callable raises, its work is aborted, a storable Failure is built
-  and the retry policy decides: retry now, reschedule in the queue, or give
-  up (the failure becomes the result).
-- If committing the result fails, the policy's ``commitError`` decides;
-  retrying re-runs the call, giving up stores the commit failure.
-- If the callable returns another Job, this job stays ACTIVE and takes
-  the inner job's result when it completes; a Twisted Deferred likewise
-  sets the result when it fires.
-
-A job whose process died while it was ACTIVE is recovered by
-``handleInterrupt`` (queued by the dispatcher registry when the process is
-found dead); a job that died in CALLBACKS is finished by
-``resumeCallbacks``.
+This module holds the Job's data: its callable and arguments (stored by
+reference, see ``zcasync.callables``), scheduling (``begin_after``,
+``begin_by``), quotas, retry policy, callbacks, annotations and its
+informative ``repr``; and its recovery: a job whose process died while it
+was ACTIVE is recovered by ``handleInterrupt`` (queued by the dispatcher
+registry when the process is found dead, or by its own dispatcher when no
+worker thread runs it), a job that died in CALLBACKS is finished by
+``resumeCallbacks``.  The run itself -- ownership by token, commits,
+retries, inner jobs, Deferreds, callbacks -- is in ``zcasync.lifecycle``.
 """
-import itertools
 import logging
-import random
-import secrets
-import time
 
 import BTrees.OOBTree
 import persistent
 import persistent.list
 import persistent.mapping
-import transaction
-import transaction.interfaces
-import twisted.internet.defer
-import ZEO.Exceptions
-import ZODB.broken
 import ZODB.utils
 import zope.interface
 
 from zcasync import interfaces
+from zcasync import lifecycle
 from zcasync import retry
-from zcasync.callables import splitCallable, describeCallable
-from zcasync import threadlocal
+from zcasync.callables import (  # noqa: F401 (loadProblem: this API)
+    splitCallable, describeCallable, loadProblem)
 from zcasync import utils
-from zcasync.interfaces import (
-    NEW, PENDING, ASSIGNED, ACTIVE, CALLBACKS, COMPLETED)
-
-_RETRY = 'retry'
-_GIVE_UP = 'give up'
-_RESCHEDULE = 'reschedule'
-
-#: How many times a commit of the job life cycle is tried before giving up
-#: (transient errors only: conflicts, disconnections).
-COMMIT_ATTEMPTS = 30
-_UNCHECKED = object()
-
-
-def _newToken():
-    """A run token: unique enough that two runs never share one."""
-    return secrets.token_hex(8)
-
-
-def _pause(error, attempt):
-    """Wait before trying a commit again: a disconnected storage needs
-    time to come back; conflicts are retried at once, then with a little
-    random spread."""
-    if isinstance(error, ZEO.Exceptions.ClientDisconnected):
-        time.sleep(min(0.5 * attempt, 5.0))
-    elif attempt > 2:
-        time.sleep(random.uniform(0, 0.005 * attempt))
-
-
-def _decision(value):
-    """Normalise a policy answer to (action, when)."""
-    import datetime
-    if value is True:
-        return _RETRY, None
-    if isinstance(value, datetime.timedelta):
-        return _RESCHEDULE, utils.now() + value
-    if isinstance(value, datetime.datetime):
-        return _RESCHEDULE, utils.checkAware(value, 'reschedule time')
-    return _GIVE_UP, None
-
-
-def _brokenName(value):
-    """'module.name' when `value` stands in for something ZODB could not
-    import (a broken class or object), else None."""
-    if isinstance(value, type) and issubclass(value, ZODB.broken.Broken):
-        return '%s.%s' % (value.__module__, value.__name__)
-    if isinstance(value, ZODB.broken.Broken):
-        kind = type(value)
-        return '%s.%s' % (kind.__module__, kind.__name__)
-    return None
-
-
-def loadProblem(job):
-    """Why this process cannot run (or even rewrite) `job`, as a message
-    that names the module and the remedy; None when it can.
-
-    A job whose callable (or retry policy factory) lives in a module this
-    process cannot import unpickles with a broken stand-in, and storing
-    the job again would fail; a job whose state cannot be unpickled at all
-    fails to load."""
-    try:
-        job._p_activate()
-    except Exception as e:
-        return ('it cannot be loaded in this process (%s: %s); fix what its '
-                'stored state needs (usually a module or class that moved), '
-                'then "zcasync retry" it' % (type(e).__name__, e))
-    name = _brokenName(job)
-    if name is not None:
-        return ('its class %s cannot be imported in this process; make that '
-                'module importable where workers run, then "zcasync retry" '
-                'it' % name)
-    d = job.__dict__
-    for what, value in (('callable', d.get('_callable_root')),
-                        ('retry policy', d.get('_retry_policy_factory'))):
-        name = _brokenName(value)
-        if name is not None:
-            module = name.rsplit('.', 1)[0]
-            return ('its %s %s cannot be imported in this process (module %r '
-                    'is missing or lacks it); make it importable where '
-                    'workers run (install it, or "zcasync worker --import '
-                    '%s"), then "zcasync retry" the job'
-                    % (what, name, module, module))
-    return None
+from zcasync.interfaces import NEW, ASSIGNED, ACTIVE, CALLBACKS, COMPLETED
+from zcasync.lifecycle import (  # noqa: F401 (COMMIT_ATTEMPTS: this API)
+    COMMIT_ATTEMPTS, _decision, _newToken, _GIVE_UP)
 
 
 def _findParent(job, iface):
@@ -136,7 +45,7 @@ def _findParent(job, iface):
 
 
 @zope.interface.implementer(interfaces.IJob)
-class Job(persistent.Persistent):
+class Job(lifecycle.JobLifeCycle, persistent.Persistent):
     """``Job(callable, *args, **kwargs)``: see the module docstring."""
 
     _status = NEW
@@ -159,7 +68,7 @@ class Job(persistent.Persistent):
     failure_log_level = None
     _retry_policy_factory = None
     assignerUUID = None
-    #: the token of the run that owns the job (see "ownership" below)
+    #: the token of the run that owns the job (see zcasync.lifecycle)
     _run_token = None
     #: keep frame variables in this job's failures (None: the process
     #: setting, see zcasync.utils.setCaptureVariables)
@@ -331,83 +240,6 @@ class Job(persistent.Persistent):
             return '<%s.%s (unreadable)>' % (
                 type(self).__module__, type(self).__name__)
 
-    # -- transactions ----------------------------------------------------
-
-    def _jar(self):
-        jar = self._p_jar
-        if jar is None:
-            ob = self.parent
-            while ob is not None and getattr(ob, '_p_jar', None) is None:
-                ob = getattr(ob, 'parent', None)
-            if ob is not None:
-                jar = ob._p_jar
-                jar.add(self)
-        return jar
-
-    def _tm(self):
-        jar = self._jar()
-        return None if jar is None else jar.transaction_manager
-
-    @staticmethod
-    def _commit(tm):
-        if tm is not None:
-            tm.commit()
-
-    @staticmethod
-    def _abort(tm):
-        if tm is not None:
-            tm.abort()
-
-    # -- ownership -------------------------------------------------------
-    #
-    # A run owns its job through a token, set when the run starts (a
-    # dispatcher's claim, or a direct call) and stored on the job.  Handing
-    # the run to recovery (a sibling found its process dead, or its own
-    # dispatcher found no thread running it) replaces the token, which also
-    # writes the job, so the old run's next commit conflicts.  Every commit
-    # of a run's outcome, and every retry after an abort, checks the token
-    # first: a run that lost its job stops with ReassignedError and never
-    # commits, whatever the job's status says.
-
-    @property
-    def run_token(self):
-        """The token of the run that owns this job now (None when no run
-        does)."""
-        return self._run_token
-
-    def _checkOwner(self, token):
-        """Raise ReassignedError unless the run holding `token` still owns
-        this job: the one place where ownership is read."""
-        if self._run_token != token:
-            raise interfaces.ReassignedError(
-                '%r was handed to another run while this one held it (its '
-                'process was thought dead, or it was recovered); this run\'s '
-                'work is discarded' % (self,))
-
-    def _commitOwned(self, tm, token, apply):
-        """The commit helper of the job life cycle: check that the run
-        holding `token` owns the job (unless `token` is _UNCHECKED), apply
-        the change and commit; after a transient error abort, and check
-        and apply again (up to COMMIT_ATTEMPTS times, pausing after
-        disconnections)."""
-        for attempt in itertools.count(1):
-            if token is not _UNCHECKED:
-                self._checkOwner(token)
-            apply()
-            try:
-                self._commit(tm)
-                return
-            except transaction.interfaces.TransientError as error:
-                self._abort(tm)
-                if attempt >= COMMIT_ATTEMPTS:
-                    raise
-                _pause(error, attempt)
-            except BaseException:
-                self._abort(tm)
-                raise
-
-    # -- running ---------------------------------------------------------
-
     def __call__(self, *args, **kwargs):
         status = self.status
         if status not in (NEW, ASSIGNED):
@@ -415,270 +247,6 @@ class Job(persistent.Persistent):
                 'can only call a job that is NEW or ASSIGNED; %r is %s'
                 % (self, status))
         return self._call(*args, **kwargs)
-
-    def _start(self):
-        token = _newToken()
-        self._status = ACTIVE
-        self.active_start = utils.now()
-        self._run_token = token
-        return token
-
-    def _markActive(self, tm):
-        """Start a run: mark the job ACTIVE under a new token, committed;
-        returns the token."""
-        started = []
-
-        def apply():
-            if self._status != NEW:
-                raise interfaces.BadStatusError(
-                    '%r is %s: another process took it' % (self, self.status))
-            started[:] = [self._start()]
-        self._commitOwned(tm, _UNCHECKED, apply)
-        return started[0]
-
-    def _activate(self):
-        """Mark a job ACTIVE in its claimant's transaction (a dispatcher
-        records the claim and the start in one commit); returns the run's
-        token, to run it with ``_runClaimed(token)`` once committed."""
-        if self._status != NEW:
-            raise interfaces.BadStatusError(
-                'can only activate a job that has not started; %r is %s'
-                % (self, self.status))
-        return self._start()
-
-    def _runClaimed(self, token):
-        """Run a job that ``_activate`` marked ACTIVE under `token`."""
-        if self._status != ACTIVE or self._inner is not None:
-            raise interfaces.BadStatusError(
-                '%r is %s, not a claimed job waiting to run; another process '
-                'may have recovered it' % (self, self.status))
-        self._checkOwner(token)
-        return self._execute((), {}, token)
-
-    def _call(self, *args, **kwargs):
-        token = self._markActive(self._tm())
-        return self._execute(args, kwargs, token)
-
-    def _execute(self, args, kwargs, token):
-        tm = self._tm()
-        policy = self._policyOrDefault()
-        data_cache = {}
-        while True:
-            res = self._invoke(args, kwargs)
-            if utils.isFailure(res) and getattr(res, '_zcasync_raised', 0):
-                del res._zcasync_raised
-                self._abortRun(tm, token, policy, data_cache)
-                action, when = _decision(policy.jobError(res, data_cache))
-                if action == _RETRY:
-                    continue
-                if action == _RESCHEDULE:
-                    self._reschedule(when, tm, token)
-                    return self._result
-            try:
-                waiting = self._setResult(res, token)
-                if not waiting and not self._callbacks:
-                    # nothing to call back: result and completion in one
-                    # commit (a concurrent addCallback conflicts with it)
-                    self._markCompleted()
-                self._commit(tm)
-            except Exception:
-                failure = utils.makeFailure()
-                self._abortRun(tm, token, policy, data_cache)
-                action, when = _decision(
-                    policy.commitError(failure, data_cache))
-                if action == _RETRY:
-                    continue
-                if action == _RESCHEDULE:
-                    self._reschedule(when, tm, token)
-                    return self._result
-                waiting = False
-                self._storeCommitFailure(tm, token, failure)
-            break
-        if not waiting and self._status != COMPLETED:
-            self._runCallbacks(tm, token)
-        return self._result
-
-    def _abortRun(self, tm, token, policy, data_cache):
-        """Abort this run's work before a retry decision; stop with
-        ReassignedError when the run no longer owns the job."""
-        self._abort(tm)
-        self._checkOwner(token)
-        policy.updateData(data_cache)
-
-    def _storeCommitFailure(self, tm, token, failure):
-        """The policy gave up on committing the result: store the commit
-        failure as the result (which must be possible: it is small)."""
-        try:
-            self._commitOwned(tm, token,
-                              lambda: self._setResult(failure, token))
-        except interfaces.ReassignedError:
-            raise
-        except Exception:
-            utils.safeLog(utils.log, logging.CRITICAL,
-                          'could not store even the commit failure of %r:\n'
-                          '%s\nits dispatcher hands it back to its retry '
-                          'policy', self, utils.formatException())
-            raise
-
-    def _invoke(self, args, kwargs):
-        call_args = list(self.args)
-        call_args.extend(args)
-        call_kwargs = dict(self._kwargs or ())
-        call_kwargs.update(kwargs)
-        threadlocal.pushJob(self)
-        try:
-            return self.callable(*call_args, **call_kwargs)
-        except Exception:
-            failure = utils.makeFailure(captureVars=self.capture_variables)
-            failure._zcasync_raised = True
-            return failure
-        finally:
-            threadlocal.popJob()
-
-    def _setResult(self, res, token):
-        """Put the outcome in place; True when the job now waits for an
-        inner job or a Deferred."""
-        if interfaces.IJob.providedBy(res):
-            if res._status != COMPLETED and res.parent is None and \
-                    self.queue is None:
-                res._call()  # nowhere to queue it: run it here
-            if res._status == COMPLETED:
-                res = res._result
-            else:
-                self._waitFor(res, token)
-                return True
-        elif isinstance(res, twisted.internet.defer.Deferred):
-            if not res.called:
-                self._waitForDeferred(res, token)
-                return True
-            fired = []
-            res.addBoth(fired.append)
-            res = fired[0]
-        if utils.isFailure(res):
-            res = utils.makeFailure(res)
-        self._result = res
-        self._status = CALLBACKS
-        self._inner = None
-        return False
-
-    # -- waiting on an inner job or a Deferred ----------------------------
-
-    def _waitFor(self, inner, token):
-        if inner.parent is None:
-            queue = self.queue
-            if queue is not None:
-                queue.put(inner)
-            else:
-                inner.parent = self
-        self._inner = inner
-        inner.addCallback(Job(self._innerCompleted, token=token))
-        # the job no longer needs an agent slot: it resumes when the inner
-        # job's callback runs, wherever that happens
-        agent = self.agent
-        if agent is not None and self.parent is agent:
-            agent._release(self)
-
-    def _innerCompleted(self, result, token=None):
-        """The inner job this one waits for completed: take its result,
-        if the run that waits for it still owns this job."""
-        if self._status != ACTIVE or (token is not None and
-                                      self._run_token != token):
-            return None
-        self._complete(result, self._run_token)
-        return None
-
-    def _waitForDeferred(self, deferred, token):
-        jar = self._p_jar
-        db = jar.db() if jar is not None else None
-        oid = self._p_oid
-
-        def fired(result):
-            if db is None:
-                if self._status == ACTIVE and self._run_token == token:
-                    self._complete(result, token)
-                return result
-            tm = transaction.TransactionManager()
-            conn = db.open(transaction_manager=tm)
-            try:
-                job = conn.get(oid)
-                if job._status != ACTIVE or job._run_token != token:
-                    utils.safeLog(
-                        utils.log, logging.WARNING,
-                        'ignoring the late result of a Deferred returned by '
-                        '%r: the run that returned it no longer owns the job '
-                        '(it is %s)', job, job.status)
-                    return None
-                job._complete(result, token)
-            except interfaces.ReassignedError:
-                utils.safeLog(utils.log, logging.WARNING, '%s',
-                              utils.formatException().strip().splitlines()[-1])
-            finally:
-                tm.abort()
-                conn.close()
-            return None
-        deferred.addBoth(fired)
-
-    # -- completion and callbacks ----------------------------------------
-
-    def _complete(self, result, token):
-        """Set the final result of a job that is not running the normal
-        call path (fail, interruption, inner job, Deferred), for the run
-        holding `token`."""
-        tm = self._tm()
-        self._commitOwned(tm, token, lambda: self._setResult(result, token))
-        self._runCallbacks(tm, token)
-
-    def _runCallbacks(self, tm, token):
-        attempt = 0
-        while True:
-            ran = list(self.callbacks)
-            for callback in ran:
-                # each callback commits, which shows this connection what
-                # others committed: a takeover stops the loop
-                self._checkOwner(token)
-                self._runCallback(callback)
-            self._checkOwner(token)
-            # re-read the list (which also loads it, so that touching it
-            # below really writes it) and run late arrivals
-            if len(self.callbacks) != len(ran):
-                continue
-            self._markCompleted()
-            try:
-                self._commit(tm)
-                return
-            except transaction.interfaces.TransientError as error:
-                self._abort(tm)
-                attempt += 1
-                if attempt >= COMMIT_ATTEMPTS:
-                    raise
-                _pause(error, attempt)
-
-    def _markCompleted(self):
-        self._status = COMPLETED
-        self.active_end = utils.now()
-        # a callback added concurrently writes the same list (or, for the
-        # first callback, this job): touching it here turns that race into
-        # a ConflictError, never a loss
-        if self._callbacks is not None:
-            self._callbacks._p_changed = True
-        agent = self.agent
-        if agent is not None and self.parent is agent:
-            agent.jobCompleted(self)
-
-    def _runCallback(self, callback):
-        status = callback._status
-        if status == ACTIVE and callback._inner is None:
-            # it was running when the process died; callbacks belong to
-            # the run that owns their parent (this one)
-            callback.handleInterrupt()
-            status = callback._status
-        if status == NEW:
-            try:
-                callback._call(self._result)
-            except interfaces.BadStatusError:
-                pass  # another process ran it meanwhile
-        elif status == CALLBACKS:
-            callback.resumeCallbacks()
 
     def addCallback(self, callback, failure_log_level=None,
                     retry_policy_factory=None):
@@ -744,20 +312,6 @@ class Job(persistent.Persistent):
         ``resumeCallbacks`` with this token)."""
         token = self._run_token = _newToken()
         return token
-
-    def _reschedule(self, when, tm, token):
-        """Put the job back in its queue to start at `when`."""
-        queue = self.queue
-        if queue is None:
-            self._complete(utils.makeFailure(interfaces.AbortedError(
-                'the retry policy rescheduled %r but it has no queue'
-                % self)), token)
-            return
-
-        def apply():
-            self._resetForRetry()
-            self._requeue(queue, when)
-        self._commitOwned(tm, token, apply)
 
     def handleInterrupt(self, token=None):
         """Recover a job that was ACTIVE when its run was lost (its process
