@@ -5,8 +5,10 @@ PYTHONPATH).
 ``work(n, path, pause)`` leaves two kinds of traces:
 
 - external, outside any transaction: one ``O_APPEND`` write of
-  ``begin N PID RUNID NS`` before it works and ``end N PID RUNID NS``
-  after (RUNID is random per call, NS is ``time.monotonic_ns()``, which on
+  ``begin N PID RUNID NS`` before it works and ``end N PID RUNID NS ok``
+  after (``raised`` instead of ``ok`` when it raised: a disconnection or
+  a conflict while loading; RUNID is random per call, NS is
+  ``time.monotonic_ns()``, which on
   Linux is one clock for every process of the machine), so that every
   execution, even one whose transaction is later aborted or whose process
   is killed, is on record with its interval;
@@ -35,14 +37,20 @@ def appendLine(path, line):
 
 
 def work(n, path, pause):
-    """Log begin, sleep up to `pause` seconds, record the effect, log end;
-    returns n."""
+    """Log begin, sleep up to `pause` seconds, record the effect, log end
+    (also when it raises, e.g. a disconnection while loading); returns
+    n."""
     pid = os.getpid()
     run = '%012x' % random.getrandbits(48)
     appendLine(path, 'begin %d %d %s %d' % (n, pid, run, time.monotonic_ns()))
-    time.sleep(random.uniform(0, pause))
-    job = zcasync.local.getJob()
-    effects = job._p_jar.root()[EFFECTS]
-    effects[n] = effects[n] + ((pid, run),)
-    appendLine(path, 'end %d %d %s %d' % (n, pid, run, time.monotonic_ns()))
+    outcome = 'raised'
+    try:
+        time.sleep(random.uniform(0, pause))
+        job = zcasync.local.getJob()
+        effects = job._p_jar.root()[EFFECTS]
+        effects[n] = effects[n] + ((pid, run),)
+        outcome = 'ok'
+    finally:
+        appendLine(path, 'end %d %d %s %d %s' % (
+            n, pid, run, time.monotonic_ns(), outcome))
     return n

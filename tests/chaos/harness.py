@@ -76,7 +76,7 @@ class RunLog:
     """Reads the external log as it grows: completed runs and the runs
     open right now, by pid."""
 
-    LINE = re.compile(r'^(begin|end) (\d+) (\d+) (\w+) (\d+)$')
+    LINE = re.compile(r'^(begin|end) (\d+) (\d+) (\w+) (\d+)( \w+)?$')
 
     def __init__(self, path):
         self.path = path
@@ -99,7 +99,7 @@ class RunLog:
             match = self.LINE.match(line.decode())
             if match is None:
                 raise AssertionError('bad line in %s: %r' % (self.path, line))
-            what, n, pid, run, stamp = match.groups()
+            what, n, pid, run, stamp, outcome = match.groups()
             n, pid, stamp = int(n), int(pid), int(stamp)
             if what == 'begin':
                 self.begins[(n, pid, run)] = stamp
@@ -318,9 +318,12 @@ class ChaosRun:
                 not w.killed and not w.stopped]
 
     def busyWorker(self):
-        """A live, running worker in the middle of a job (None when none
-        is: the fault waits for one)."""
-        busy = [w for w in self.usable() if self.log.open.get(w.process.pid)]
+        """A live, running worker in the middle of a job begun in the last
+        second (None when none is: the fault waits for one)."""
+        recent = ns() - 1e9
+        busy = [w for w in self.usable() if any(
+            begin > recent for begin in
+            self.log.open.get(w.process.pid, {}).values())]
         return self.random.choice(busy) if busy else None
 
     def openJobs(self, worker):

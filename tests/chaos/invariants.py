@@ -181,8 +181,15 @@ def checkRuns(report, runs, faults):
     byJob = collections.defaultdict(list)
     for run in runs:
         byJob[run.n].append(run)
+    killed = {f.pid for f in faults if f.kind == KILL}
     for n, its in sorted(byJob.items()):
         report.count('external re-runs', amount=len(its) - 1)
+        for run in its:
+            if run.end is None and run.pid not in killed:
+                # the job function logs its end even when it raises
+                report.count('stuck', 'job %d: %s never ended, and its '
+                             'process was not killed' % (
+                                 n, describeRun(run, origin)))
         for i, a in enumerate(its):
             for b in its[i + 1:]:
                 if a.pid == b.pid:

@@ -34,12 +34,31 @@ def main(argv=None):
     parser.add_argument('--settle', type=float, default=120.0,
                         metavar='SECONDS', help='how long to wait for '
                         'every job once the faults are over (default 120)')
+    parser.add_argument('--faults', default=None, metavar='KIND,...',
+                        help='the kinds of fault to inject, in the order of '
+                             'the first round (default: kill, stop, '
+                             'zeo-restart or pg-terminate, poison)')
     parser.add_argument('--seed', type=int, default=None)
     parser.add_argument('--dir', default=None,
                         help='where the logs go (created if missing)')
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.minutes <= 0 or args.fault_every <= 0:
         parser.error('--jobs, --minutes and --fault-every must be positive')
+    from tests.chaos.invariants import (
+        FAULT_KINDS, ZEO_RESTART, PG_TERMINATE)
+    kinds = None
+    if args.faults:
+        kinds = [k.strip() for k in args.faults.split(',') if k.strip()]
+        wrong = {ZEO_RESTART: 'zeo', PG_TERMINATE: 'postgres'}
+        for kind in kinds:
+            if kind not in FAULT_KINDS:
+                parser.error('unknown fault %r in --faults; use some of %s'
+                             % (kind, ', '.join(FAULT_KINDS)))
+            if wrong.get(kind, args.storage) != args.storage:
+                parser.error('--faults %s needs --storage %s'
+                             % (kind, wrong[kind]))
+        if not kinds:
+            parser.error('--faults names no fault')
 
     from tests.chaos.harness import ChaosRun, Unavailable, throwawayPostgres
     seed = args.seed if args.seed is not None else random.randrange(10 ** 6)
@@ -51,7 +70,7 @@ def main(argv=None):
         print(line, flush=True)
     settings = dict(jobs=args.jobs, duration=args.minutes * 60,
                     fault_every=args.fault_every, settle=args.settle,
-                    seed=seed, out=out)
+                    kinds=kinds, seed=seed, out=out)
     try:
         if args.storage == 'postgres':
             with throwawayPostgres() as uri:

@@ -58,6 +58,15 @@ def test_a_killed_run_ends_at_the_kill():
     assert r.info['excused overlaps'] == 0
 
 
+def test_a_run_that_never_ended_in_a_live_process_is_stuck():
+    faults = [Fault(KILL, 300, 12 * S, None, '')]
+    r = report(faults)
+    invariants.checkRuns(r, [run(1, 300, 11, None), run(2, 100, 1, None)],
+                         faults)
+    assert r.counts['stuck'] == 1
+    assert r.evidence['stuck'][0].startswith('job 2: pid 100 ')
+
+
 def test_a_stop_of_another_time_does_not_excuse():
     faults = [Fault(STOP, 100, 20 * S, 25 * S, ''),
               Fault(ZEO_RESTART, None, 1 * S, 2 * S, '')]
@@ -148,7 +157,15 @@ def test_the_run_log_is_read_as_it_grows(tmp_path):
     log.read()
     assert log.open == {100: {(1, 'abc'): 5, (2, 'def'): 6}}
     with open(path, 'a') as f:
-        f.write('0 abc 9\n')
+        f.write('0 abc 9 ok\n')
     assert log.runs() == [Run(1, 100, 'abc', 5, 9), Run(2, 100, 'def', 6,
                                                          None)]
     assert log.open == {100: {(2, 'def'): 6}}
+
+
+def test_a_bad_line_in_the_run_log_is_an_error(tmp_path):
+    import pytest
+    path = tmp_path / 'runs.log'
+    path.write_text('begin 1 100 abc 5\nstart 2\n')
+    with pytest.raises(AssertionError, match="bad line .*start 2"):
+        RunLog(str(path)).read()
