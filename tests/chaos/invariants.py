@@ -227,8 +227,9 @@ def checkJobs(report, jobs, byJob, faults, afterPoison):
                                                          state.status))
             continue
         if not state.ok:
-            report.count('failed results', 'job %d: %s' % (
-                state.n, state.result))
+            report.count('failed results', 'job %d: %s; %s' % (
+                state.n, ' '.join(state.result.split()),
+                nearbyFaults(its, faults, origin) if its else 'never ran'))
         committed = [r for r in its if (r.pid, r.run) in
                      set(state.effects)]
         if len(state.effects) > 1:
