@@ -5,7 +5,7 @@
 Same engine and checks as the short runs in ``test_chaos.py``, over more
 jobs and more faults.  Prints the progress, then the table; exit code 0
 when every invariant holds, 1 when one is violated, 2 when the variant
-cannot run here (e.g. PostgreSQL unreachable).  The processes' logs and
+cannot run here (e.g. PostgreSQL unreachable) or an option is wrong.  The processes' logs and
 the external run log stay in ``--dir`` (default: a new temporary
 directory, named in the table).
 """
