@@ -336,6 +336,7 @@ class Dispatcher(QueuePolls):
         watched, urgent = set(), set()
         poll = self._newPoll()
         complete = False
+        self.deaths.begin(now)
         try:
             if not self._storageConnected():
                 # a ZEO client without its server: this process cannot see

@@ -32,15 +32,20 @@ class DeathWatch:
         self._seen = {}  # (queue name, uuid) -> (stamp, first seen at)
         self._last_view = None
 
-    def saw(self, now):
-        """The database was seen at `now` (a poll succeeded).  A gap much
-        longer than the heartbeat since the last view means this process
-        was blind meanwhile: every watch starts again."""
+    def begin(self, now):
+        """A poll starts at `now`, before it judges anyone.  A gap much
+        longer than the heartbeat since the last successful poll means
+        this process was blind meanwhile (paused, blocked, disconnected):
+        every watch starts again."""
         last = self._last_view
         if last is not None:
             gap = (now - last).total_seconds()
             if gap > 2 * self.heartbeat + 1:
                 self._seen.clear()
+
+    def saw(self, now):
+        """The database was seen by the poll that started at `now`."""
+        self.begin(now)
         self._last_view = now
 
     def blind(self):

@@ -25,8 +25,23 @@ from zcasync import interfaces
 from zcasync import utils
 
 
+#: Errors of a storage's database driver that mean its connection was lost
+#: or the server is restarting (RelStorage on PostgreSQL), named so that
+#: the drivers need not be installed.  Retried after a short pause, a
+#: bounded number of times.
+DATABASE_ERRORS = (
+    'psycopg2.OperationalError',
+    'psycopg2.InterfaceError',
+    'relstorage.adapters.interfaces.ReplicaClosedException',
+)
+
+
 def _isDisconnect(failure):
     return failure.check(ZEO.Exceptions.ClientDisconnected) is not None
+
+
+def _isDatabaseError(failure):
+    return failure.check(*DATABASE_ERRORS) is not None
 
 
 def _isTransactionError(failure):
@@ -39,6 +54,11 @@ class BasePolicy:
 
     #: How long to sleep before retrying after a ZEO disconnect, by count.
     disconnect_sleeps = (5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60)
+    #: ... and after a lost database connection (DATABASE_ERRORS): the
+    #: storage reconnects at its next use.
+    database_error_sleeps = (0.2, 0.5, 1, 2, 5, 10, 20, 30, 60)
+    #: How many lost database connections a run survives.
+    database_error_attempts = 10
 
     def __init__(self, job):
         self.parent = self.__parent__ = job
@@ -73,6 +93,16 @@ class BasePolicy:
         sleeps = self.disconnect_sleeps
         self.sleep(sleeps[min(count, len(sleeps)) - 1])
 
+    def _databaseError(self, data_cache, limit=True):
+        """Retry after a lost database connection (a short, growing pause),
+        up to ``database_error_attempts`` times unless not `limit`."""
+        count = self._increment('database error', data_cache)
+        if limit and count > self.database_error_attempts:
+            return False
+        sleeps = self.database_error_sleeps
+        self.sleep(sleeps[min(count, len(sleeps)) - 1])
+        return True
+
     # -- decisions (override) ------------------------------------------
 
     def jobError(self, failure, data_cache):
@@ -90,6 +120,8 @@ class RetryCommonFourTimes(BasePolicy):
 
     - ZEO ``ClientDisconnected``: retried without limit, sleeping 5, 10, ...
       up to 60 seconds between attempts;
+    - a lost database connection (``DATABASE_ERRORS``, e.g. PostgreSQL
+      restarting): retried up to 10 times after short pauses;
     - ZODB transaction errors (ConflictError and the like): up to 5
       attempts in all;
     - any other exception from the job: not retried (stored as the result);
@@ -104,6 +136,8 @@ class RetryCommonFourTimes(BasePolicy):
             count = self._increment('disconnect', data_cache)
             self._sleepForDisconnect(count)
             return True
+        if _isDatabaseError(failure):
+            return self._databaseError(data_cache)
         if _isTransactionError(failure):
             count = self._increment(kind, data_cache)
             return count < self.transaction_error_attempts
@@ -122,7 +156,8 @@ class RetryCommonFourTimes(BasePolicy):
 
 class RetryCommonForever(BasePolicy):
     """The default for callbacks and recovery jobs: conflicts, disconnects,
-    interruptions and any error while committing are retried forever.
+    lost database connections, interruptions and any error while
+    committing are retried forever.
 
     Commit errors that are not transient are logged at CRITICAL on the
     first attempt and every fifth after it: something is wrong that a human
@@ -136,6 +171,8 @@ class RetryCommonForever(BasePolicy):
             count = self._increment('disconnect', data_cache)
             self._sleepForDisconnect(count)
             return True
+        if _isDatabaseError(failure):
+            return self._databaseError(data_cache, limit=False)
         if _isTransactionError(failure):
             self._increment('transaction error', data_cache)
             return True
@@ -146,6 +183,8 @@ class RetryCommonForever(BasePolicy):
             count = self._increment('disconnect', data_cache)
             self._sleepForDisconnect(count)
             return True
+        if _isDatabaseError(failure):
+            return self._databaseError(data_cache, limit=False)
         if _isTransactionError(failure):
             self._increment('transaction error', data_cache)
             return True

@@ -187,3 +187,16 @@ def test_a_shared_outage_does_not_make_siblings_declare_each_other_dead(
     finally:
         driven.stop()
         transaction.abort()
+
+
+def test_a_paused_process_judges_nobody_on_its_first_poll_back():
+    """Paused (SIGSTOP, a long GC) right after a poll: the first poll back
+    must not count the pause as time spent watching."""
+    watch = liveness.DeathWatch(heartbeat=0.3)
+    other = Record(T0, death=2.5)
+    watch.begin(T0)
+    assert not watch.isDead('', other, T0)
+    watch.saw(T0)
+    later = T0 + 4 * SECOND  # the process was stopped meanwhile
+    watch.begin(later)
+    assert not watch.isDead('', other, later)

@@ -176,6 +176,45 @@ def test_four_times_disconnects_retried_without_limit_with_sleeps(conn, db):
     assert counts(db, job, 'RecordingFourTimes') == {'disconnect': 14}
 
 
+class OperationalError(Exception):
+    """Stands for psycopg2.OperationalError (a lost PostgreSQL connection):
+    policies recognise it by its qualified name."""
+
+
+OperationalError.__module__ = 'psycopg2'
+
+
+def raiseLostConnection(key, times):
+    """raiseFirst with OperationalError (not storable as an argument: its
+    module name is not where it lives)."""
+    return raiseFirst(key, OperationalError, times)
+
+
+def test_four_times_lost_database_connections_retried_ten_times(conn, db):
+    assert utils.makeFailure(OperationalError('x')).check(
+        'psycopg2.OperationalError')
+    job = Job(raiseLostConnection, 'pg', 10)
+    job.retry_policy_factory = RecordingFourTimes
+    store(conn, job)
+    assert job() == 'done' and _calls['pg'] == 11
+    assert _sleeps == [0.2, 0.5, 1, 2, 5, 10, 20, 30, 60, 60]
+    assert counts(db, job, 'RecordingFourTimes') == {'database error': 10}
+    # an eleventh loss in one run is given up on: it is not transient
+    del _sleeps[:]
+    job = Job(raiseLostConnection, 'pg-down', 11)
+    job.retry_policy_factory = RecordingFourTimes
+    store(conn, job)
+    assert job().check('psycopg2.OperationalError')
+    assert _calls['pg-down'] == 11
+
+
+def test_forever_retries_lost_database_connections(conn):
+    job = Job(raiseLostConnection, 'pg', 12)
+    job.retry_policy_factory = RecordingForever
+    store(conn, job)
+    assert job() == 'done' and _calls['pg'] == 13
+
+
 def test_four_times_other_errors_are_not_retried(conn):
     job = store(conn, Job(raiseFirst, 'other', ValueError, 1))
     assert job().check(ValueError)
