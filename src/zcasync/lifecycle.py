@@ -155,8 +155,8 @@ class JobLifeCycle:
 
     # -- running ---------------------------------------------------------
 
-    def _start(self):
-        token = _newToken()
+    def _start(self, token=None):
+        token = token or _newToken()
         self._status = ACTIVE
         self.active_start = utils.now()
         self._run_token = token
@@ -165,15 +165,17 @@ class JobLifeCycle:
     def _markActive(self, tm):
         """Start a run: mark the job ACTIVE under a new token, committed;
         returns the token."""
-        started = []
+        token = _newToken()
 
         def apply():
+            if self._status == ACTIVE and self._run_token == token:
+                return  # an earlier attempt's commit failed, yet landed
             if self._status != NEW:
                 raise interfaces.BadStatusError(
                     '%r is %s: another process took it' % (self, self.status))
-            started[:] = [self._start()]
+            self._start(token)
         self._commitOwned(tm, _UNCHECKED, apply)
-        return started[0]
+        return token
 
     def _activate(self):
         """Mark a job ACTIVE in its claimant's transaction (a dispatcher
@@ -223,6 +225,12 @@ class JobLifeCycle:
             except Exception:
                 failure = utils.makeFailure()
                 self._abortRun(tm, token, policy, data_cache)
+                if self._status in (CALLBACKS, COMPLETED):
+                    # the commit reported an error, yet it landed (the
+                    # connection was lost during its second phase): the
+                    # outcome of this run is stored; never run it again
+                    waiting = False
+                    break
                 action, when = _decision(
                     policy.commitError(failure, data_cache))
                 if action == _RETRY:
@@ -388,6 +396,8 @@ class JobLifeCycle:
                 return
             except transaction.interfaces.TransientError as error:
                 self._abort(tm)
+                if self._status == COMPLETED and self._run_token == token:
+                    return  # the commit failed, yet landed
                 attempt += 1
                 if attempt >= COMMIT_ATTEMPTS:
                     raise

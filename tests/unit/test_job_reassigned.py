@@ -16,6 +16,11 @@ from zcasync.agent import Agent
 from zcasync.interfaces import ACTIVE, COMPLETED
 from zcasync.job import Job
 
+try:
+    from . import test_retry as retry_test
+except ImportError:
+    import test_retry as retry_test
+
 CALLS = []
 DEFERREDS = []
 
@@ -213,3 +218,53 @@ def test_an_inner_job_completing_for_an_old_run_is_ignored(queue, conn):
 
 def returnJob():
     return Job(inner)
+
+
+# --- a commit that reports an error, yet lands ------------------------------
+
+class LostAfterCommit:
+    """A resource manager that sorts after ZODB's and fails in
+    tpc_finish: the job's commit lands, then the transaction reports an
+    error -- as when the database connection is lost during the second
+    phase of the commit (PostgreSQL terminated, ZEO server gone)."""
+
+    def __init__(self, tm):
+        self.transaction_manager = tm
+
+    def sortKey(self):
+        return '~~~ after everything'
+
+    def abort(self, txn):
+        pass
+
+    tpc_begin = commit = tpc_vote = tpc_abort = abort
+
+    def tpc_finish(self, txn):
+        raise retry_test.OperationalError('server closed the connection')
+
+
+EFFECTS = []
+
+
+def landsThenFails():
+    """Each call is an execution; the first one's commit lands and then
+    raises a lost-connection error, which policies retry."""
+    from zcasync.threadlocal import getJob
+    job = getJob()
+    EFFECTS.append(len(EFFECTS) + 1)
+    job.annotations['effects'] = job.annotations.get('effects', 0) + 1
+    if len(EFFECTS) == 1:
+        job._p_jar.transaction_manager.get().join(
+            LostAfterCommit(job._p_jar.transaction_manager))
+    return 'call %d' % len(EFFECTS)
+
+
+def test_a_commit_that_failed_yet_landed_is_not_run_again(claimed, conn):
+    job, token = claimed(landsThenFails)
+    job.args[:] = []
+    conn.transaction_manager.commit()
+    EFFECTS.clear()
+    assert job._runClaimed(token) == 'call 1'
+    assert EFFECTS == [1]  # not run a second time
+    conn.transaction_manager.begin()
+    assert job.status == COMPLETED and job.annotations['effects'] == 1
