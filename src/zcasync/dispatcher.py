@@ -371,10 +371,10 @@ class Dispatcher:
             for agent in agents.values():
                 watched.add(agent._p_oid)
                 watched.add(agent._jobs._p_oid)
-        due = queue.nextDue()
-        if due is not None and (self._next_due is None or
-                                due < self._next_due):
-            self._next_due = due
+        self._noteDue(queue.nextDue())
+        schedules = queue.existingSchedules()
+        if schedules is not None:
+            urgent.add(schedules.changes._p_oid)  # a schedule set or removed
 
     def _activateIn(self, tm, name, queue):
         agents = queue.dispatchers.get(self.UUID)
@@ -409,6 +409,7 @@ class Dispatcher:
             queue.dispatchers.ping(self.UUID)
             tm.commit()
             self._pinged.add(name)
+        self._fireSchedules(tm, name, queue)
         agents = queue.dispatchers[self.UUID]
         info = {}
         seen = set()
@@ -420,6 +421,29 @@ class Dispatcher:
                     if k[0] == name and k[1] not in seen]:
             self._pools.pop(key).close()
         return info
+
+    def _fireSchedules(self, tm, name, queue):
+        """Periodic jobs (``zcasync.schedules``): claim the due ticks and
+        put their jobs in one commit, before claiming; remember when the
+        next tick is due."""
+        schedules = queue.existingSchedules()
+        if schedules is None or not self.claiming:
+            return
+        try:
+            fired, soonest = schedules.fire(queue)
+            if fired:
+                tm.commit()
+        except transaction.interfaces.TransientError:
+            # another dispatcher fired these ticks: look again soon
+            tm.abort()
+            self._conflicted = True
+            return
+        self._noteDue(soonest)
+
+    def _noteDue(self, when):
+        if when is not None and (self._next_due is None or
+                                 when < self._next_due):
+            self._next_due = when
 
     def _pollAgent(self, tm, queue_name, agent_name, agent, poll):
         pool = self._pools.get((queue_name, agent_name))

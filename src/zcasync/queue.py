@@ -469,6 +469,11 @@ class Queue(persistent.Persistent):
             self._schedules.parent = self
         return self._schedules
 
+    def existingSchedules(self):
+        """The schedules, or None for a queue that never had any (reading
+        creates nothing)."""
+        return self._schedules
+
     def schedule(self, name, callable, *args, cron=None, every=None,
                  timezone='UTC', catch_up=False, grace=None, **kwargs):
         """Add or update the schedule `name`: a job calling

@@ -30,6 +30,7 @@ once, late.  Ticks while a schedule is paused are skipped.  Each job's
 annotations hold ``zcasync.schedule`` (the name) and ``zcasync.tick``.
 """
 import datetime
+import logging
 import zoneinfo
 
 import BTrees.Length
@@ -246,12 +247,16 @@ class Schedule(persistent.Persistent):
 
     def _fire(self, queue, ticks):
         from zcasync.job import Job  # job imports nothing from here
+        # make every job before putting any: a schedule that cannot make
+        # its job (its callable is gone) changes nothing
         jobs = []
         for tick in ticks:
             job = Job(self.callable, *self.args, **(self.kwargs or {}))
             job.annotations['zcasync.schedule'] = self.name
             job.annotations['zcasync.tick'] = tick
-            jobs.append(queue.put(job))
+            jobs.append(job)
+        for job in jobs:
+            queue.put(job)
         # the claim of these ticks: two dispatchers firing them both write
         # this object, and exactly one of them commits
         self.last_tick = max(ticks)
@@ -344,9 +349,15 @@ class Schedules(persistent.Persistent):
         now = now or utils.now()
         count, soonest = 0, None
         for schedule in self._data.values():
-            ticks, following = schedule.due(now)
-            if ticks:
-                count += len(schedule._fire(queue, ticks))
+            try:
+                ticks, following = schedule.due(now)
+                if ticks:
+                    count += len(schedule._fire(queue, ticks))
+            except Exception:
+                utils.safeLog(utils.log, logging.ERROR,
+                              'cannot fire schedule %r; skipping it:\n%s',
+                              schedule.name, utils.formatException())
+                continue
             if following is not None and following != _FAR and (
                     soonest is None or following < soonest):
                 soonest = following
