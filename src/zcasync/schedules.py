@@ -265,7 +265,13 @@ class Schedule(persistent.Persistent):
         return jobs
 
     def describeCall(self):
-        call = describeCallable(self._callable_root, self._callable_name)
+        root = self._callable_root
+        module = getattr(root, '__module__', None)
+        qualname = getattr(root, '__qualname__', None)
+        if self._callable_name is None and module and qualname:
+            call = '%s.%s' % (module, qualname)
+        else:
+            call = describeCallable(root, self._callable_name)
         args = [utils.shortRepr(a, 60) for a in self.args]
         args += ['%s=%s' % (k, utils.shortRepr(v, 60))
                  for k, v in (self.kwargs or {}).items()]
