@@ -380,7 +380,9 @@ def runStatus(args):
         data = {'database': session.db.database_name, 'queues': []}
         now = utils.now()
         for name, queue in (queues.items() if queues is not None else ()):
-            entry = {'name': name, 'pending': len(queue), 'dispatchers': []}
+            entry = {'name': name, 'pending': len(queue), 'dispatchers': [],
+                     'paused': queue.paused,
+                     'schedules': len(queue.existingSchedules() or ())}
             for uuid, agents in queue.dispatchers.items():
                 last = agents.last_ping
                 entry['dispatchers'].append({
@@ -405,8 +407,11 @@ def runStatus(args):
         print('no zcasync queues in database %r yet (a worker creates them '
               'when it starts)' % data['database'])
     for entry in data['queues']:
-        print('queue %r: %d pending, %d dispatcher(s)' % (
-            entry['name'], entry['pending'], len(entry['dispatchers'])))
+        print('queue %r: %d pending, %d dispatcher(s)%s%s' % (
+            entry['name'], entry['pending'], len(entry['dispatchers']),
+            ', %d schedule(s)' % entry['schedules'] if entry['schedules']
+            else '', ' (PAUSED: no job is handed out)' if entry['paused']
+            else ''))
         for d in entry['dispatchers']:
             if not d['activated']:
                 state = 'stopped'

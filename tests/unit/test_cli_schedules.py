@@ -124,6 +124,9 @@ def test_queue_pause_and_resume(capsys, tmp_path):
     db = ('--db', fileUri(path))
     ok(capsys, 'put', *db, 'builtins:max', '1', '2')
     assert 'paused' in ok(capsys, 'queue', 'pause', '', *db)
+    assert 'PAUSED' in ok(capsys, 'status', *db)
+    assert json.loads(ok(capsys, 'status', *db, '--json'))['queues'][0][
+        'paused'] is True
     assert runQueuedJobs(path) == 0
     assert json.loads(ok(capsys, 'queue', 'resume', *db, '--json')) == {
         'queue': '', 'paused': False, 'pending': 1}
