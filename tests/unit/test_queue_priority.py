@@ -10,7 +10,6 @@ import pytest
 
 from zcasync import queuekeys
 from zcasync.job import Job
-from zcasync.queue import Queue
 
 UTC = datetime.timezone.utc
 START = datetime.datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
