@@ -46,8 +46,8 @@ from zcasync import schedules as schedulesmodule
 from zcasync import utils
 from zcasync.interfaces import ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW
 from zcasync.queuekeys import (  # noqa: F401 (part of this module's API)
-    FRONT, DUE, SCHEDULED, PROMOTE_BATCH, checkPriority, checkUnique,
-    dueKey, scheduledKey, keyTime, promotedKey, timeBound, legacyBound,
+    LEGACY_NORMAL, FRONT, DUE, SCHEDULED, PROMOTE_BATCH, checkPriority,
+    checkUnique, dueKey, scheduledKey, keyTime, promotedKey, timeBound, legacyBound,
     legacyToScheduled)
 from zcasync.treemerge import EMPTIED, FIRST_DELETED, mergeBuckets
 
@@ -531,20 +531,36 @@ class Queue(persistent.Persistent):
 
     # -- removing --------------------------------------------------------
 
-    def _treeOf(self, key):
-        return self._scheduled if key[0] == SCHEDULED else self._jobs
+    def _locate(self, job):
+        """(tree, key) of `job` in this queue, or None.  Moving a job
+        between trees does not write it (a job that cannot be stored must
+        not block its queue), so its ``_queue_key`` may name where it
+        was: the key it has now follows from that one."""
+        key = getattr(job, '_queue_key', None)
+        candidates = []
+        if key:
+            if key[0] == LEGACY_NORMAL:
+                candidates.append((self._jobs, key))
+                key = legacyToScheduled(key, 0)
+            if key[0] == SCHEDULED:
+                candidates.append((self._scheduled, key))
+                key = promotedKey(key)
+            candidates.append((self._jobs, key))
+        for tree, candidate in candidates:
+            if tree is not None and tree.get(candidate) is job:
+                return tree, candidate
+        return None
 
     def _take(self, job):
-        del self._treeOf(job._queue_key)[job._queue_key]
+        tree, key = self._locate(job)
+        del tree[key]
         self._length.change(-1)
         job._queue_key = None
         job.parent = None
         return job
 
     def remove(self, job):
-        key = getattr(job, '_queue_key', None)
-        tree = self._treeOf(key) if key else None
-        if tree is None or tree.get(key) is not job:
+        if self._locate(job) is None:
             raise LookupError('%r is not in queue %r' % (job, self.name))
         self._take(job)
         self._freeUnique(job)
@@ -558,7 +574,8 @@ class Queue(persistent.Persistent):
 
     def _promote(self, now_micros):
         """Move scheduled jobs that came due to the due tree, where they
-        take their place by priority (and their due time)."""
+        take their place by priority (and their due time).  The jobs are
+        neither loaded nor written (see ``_locate``)."""
         moves = []
         if self._scheduled:
             bound = timeBound(now_micros + 1)
@@ -574,15 +591,11 @@ class Queue(persistent.Persistent):
                 if len(moves) >= PROMOTE_BATCH:
                     break
         for tree, key, job in moves:
-            if job is None:  # legacy: wait in the scheduled tree
-                job = tree.pop(key)
-                new = legacyToScheduled(key, job.priority)
-                self._scheduledTree()[new] = job
+            job = tree.pop(key)
+            if tree is self._jobs:  # legacy (priority 0): wait for its time
+                self._scheduledTree()[legacyToScheduled(key, 0)] = job
             else:
-                del tree[key]
-                new = promotedKey(key)
-                self._jobs[new] = job
-            job._queue_key = new
+                self._jobs[promotedKey(key)] = job
 
     def claim(self, filter=None, default=None):
         """The first due job that `filter` accepts and whose quotas have

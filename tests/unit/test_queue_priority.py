@@ -108,6 +108,24 @@ def test_a_claim_moves_a_bounded_batch_of_due_scheduled_jobs(queue, clock,
     assert len(queue) == 0
 
 
+def test_moving_due_jobs_neither_loads_nor_writes_them(queue, conn, clock):
+    """A job that cannot be stored (its module is gone) must not block
+    the queue: moving it to the due tree does not touch it, and it is
+    still found (and removed) through the key it was put with."""
+    jobs = [queue.put(Job(double, i), begin_after=later(10))
+            for i in range(3)]
+    conn.transaction_manager.commit()
+    for job in jobs:
+        job._p_deactivate()
+    clock.advance(20)
+    assert queue.claim(filter=lambda job: False) is None
+    assert len(queue._scheduled) == 0 and len(queue._jobs) == 3
+    assert all(job._p_status == 'ghost' for job in jobs)  # never loaded
+    conn.transaction_manager.commit()
+    queue.remove(jobs[1])
+    assert claimAll(queue) == [jobs[0], jobs[2]]
+
+
 def test_remove_and_pull_find_scheduled_jobs(queue, clock):
     due = queue.put(Job(double, 1))
     scheduled = queue.put(Job(double, 2), begin_after=later(60))
@@ -206,7 +224,7 @@ def test_a_queue_stored_before_priorities_still_works(queue, conn, clock):
     # legacy keys sort first; the legacy scheduled job waits
     assert claimAll(queue) == [back, old, new]
     assert queue._scheduled is not None and len(queue) == 1
-    assert scheduled._queue_key[0] == queuekeys.SCHEDULED
+    assert queue._locate(scheduled)[0] is queue._scheduled
     clock.advance(60)
     assert queue.claim() is scheduled
     assert len(queue) == 0
