@@ -18,7 +18,8 @@ import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-SECTIONS = ('inprocess', 'latency', 'scale', 'zeo', 'rss', 'huey')
+SECTIONS = ('inprocess', 'latency', 'scale', 'priority', 'zeo', 'rss',
+            'huey')
 
 
 def parseArguments(argv):

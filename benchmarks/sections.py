@@ -58,21 +58,32 @@ def latency(ctx):
                      support.percentile(values, 0.99))
 
 
-def scale(ctx):
+def scale(ctx, priorities=False):
+    import time
     from benchmarks import zcasync_bench
+    prefix = 'priority ' if priorities else ''
+    # with priorities: CPU time, which measures the queue's own cost
+    clock = time.process_time if priorities else time.perf_counter
     for pending in (ctx.sizes.scale_small, ctx.sizes.scale_large):
         queue = zcasync_bench.QueueScale(ctx.newDirectory('scale'), pending,
-                                         ctx.sizes)
+                                         ctx.sizes, priorities=priorities)
         try:
             for run in range(ctx.runs):
-                figures = queue.measure()
-                ctx.add('put at %d' % pending, figures['put'])
-                ctx.add('claim at %d' % pending, figures['claim'])
-                ctx.progress('queue scale at %d pending, run %d/%d: put '
-                             '%.0f/s, claim %.0f/s', pending, run + 1,
-                             ctx.runs, figures['put'], figures['claim'])
+                figures = queue.measure(clock)
+                ctx.add('%sput at %d' % (prefix, pending), figures['put'])
+                ctx.add('%sclaim at %d' % (prefix, pending),
+                        figures['claim'])
+                ctx.progress('%squeue scale at %d pending, run %d/%d: put '
+                             '%.0f/s, claim %.0f/s', prefix, pending,
+                             run + 1, ctx.runs, figures['put'],
+                             figures['claim'])
         finally:
             queue.close()
+
+
+def priority(ctx):
+    """Queue scale with priorities 0-9 and scheduled jobs mixed in."""
+    scale(ctx, priorities=True)
 
 
 def zeo(ctx):
@@ -168,4 +179,5 @@ def huey(ctx):
 
 
 ORDER = [('inprocess', inprocess), ('latency', latency), ('scale', scale),
+         ('priority', priority),
          ('zeo', zeo), ('rss', rss), ('huey', huey)]

@@ -5,7 +5,9 @@ At each poll the dispatcher asks each of its agents for jobs
 (``claimJob``) until the agent holds ``size`` jobs; the agent claims from
 its queue with its ``filter`` (or lets its ``chooser`` pick), holds the
 jobs while they run, and, when one completes, moves it to ``completed``:
-a collection of recently completed jobs kept for about a week.
+a collection of recently completed jobs kept for the queue's
+``completed_keep`` (a week unless set; ``zcasync prune`` removes them
+earlier, in batches).
 
 Held jobs live in a ``zcasync.queue.JobTree`` keyed by claim order, so
 that a claim (in the dispatcher's poll) and a completion (in a worker
@@ -25,7 +27,8 @@ from zcasync import interfaces
 from zcasync import utils
 from zcasync.queue import JobTree
 
-#: How long completed jobs are kept in ``agent.completed``.
+#: How long completed jobs are kept in ``agent.completed`` when the agent
+#: belongs to no queue (a queue's ``completed_keep`` decides otherwise).
 COMPLETED_KEEP = datetime.timedelta(days=7)
 # Keys are bytes (one pickled object each): 8 bytes of time, big endian,
 # then the job's oid.  Completed jobs use the time reversed, newest first.
@@ -64,20 +67,21 @@ class CompletedJobs(persistent.Persistent):
         return self._shards[int.from_bytes(token[-4:], 'big') %
                             len(self._shards)]
 
-    def add(self, job):
+    def add(self, job, keep=COMPLETED_KEEP):
         stamp = job.active_end or utils.now()
         token = _token(job)
         shard = self._shard(token)
         shard[_completedPrefix(stamp) + token] = job
         self._length.change(1)
-        self._prune(shard)
+        if keep is not None:
+            self._prune(shard, keep)
 
-    def _prune(self, shard):
-        """Drop jobs completed more than COMPLETED_KEEP ago from `shard`
-        and from one other shard in turn (a batch each): every shard is
-        looked at often, without loading them all at each completion.  The
-        oldest job of a shard is its last key."""
-        cutoff = _completedPrefix(utils.now() - COMPLETED_KEEP)
+    def _prune(self, shard, keep):
+        """Drop jobs completed more than `keep` ago from `shard` and from
+        one other shard in turn (a batch each): every shard is looked at
+        often, without loading them all at each completion.  The oldest
+        job of a shard is its last key."""
+        cutoff = _completedPrefix(utils.now() - keep)
         other = self._shards[self._length() % len(self._shards)]
         for tree in (shard,) if other is shard else (shard, other):
             for i in range(_PRUNE_BATCH):
@@ -85,6 +89,40 @@ class CompletedJobs(persistent.Persistent):
                     break
                 del tree[tree.maxKey()]
                 self._length.change(-1)
+
+    def prune(self, before, failed_too=False, limit=200, resume=None):
+        """Remove up to `limit` jobs completed before `before` (an aware
+        datetime); failed jobs only with `failed_too`.  Returns (removed,
+        resume): pass `resume` to the next call to go on where this one
+        stopped; it is None when nothing is left to look at."""
+        resume = dict(resume or {})
+        cutoff = _completedPrefix(utils.checkAware(before, 'before'))
+        removed = 0
+        for index, shard in enumerate(self._shards):
+            start = resume.get(index)
+            if start is True:
+                continue  # done with this shard
+            doomed = []
+            last = None
+            for key, job in shard.items(min=start or cutoff,
+                                        excludemin=start is not None):
+                last = key
+                if failed_too or not utils.isFailure(job.result):
+                    doomed.append(key)
+                    if removed + len(doomed) >= limit:
+                        break
+            else:
+                last = True
+            for key in doomed:
+                del shard[key]
+            self._length.change(-len(doomed))
+            removed += len(doomed)
+            resume[index] = last
+            if removed >= limit:
+                break
+        done = len(resume) == len(self._shards) and all(
+            v is True for v in resume.values())
+        return removed, None if done else resume
 
     def __len__(self):
         return self._length()
@@ -230,7 +268,12 @@ class Agent(persistent.Persistent):
 
     def jobCompleted(self, job):
         self._release(job)
-        self.completed.add(job)
+        queue = self.queue
+        if queue is None:
+            self.completed.add(job)
+            return
+        self.completed.add(job, keep=queue.completed_keep)
+        queue.jobCompleted(job)  # frees the job's unique key
 
     def __repr__(self):
         return '<zcasync.agent.Agent %r (%d/%d)>' % (

@@ -2,8 +2,9 @@
 
 Sub-commands: ``worker`` (run a dispatcher in the foreground), ``server``
 (a ZEO server on a FileStorage), ``put`` (queue a job), ``status``,
-``jobs``, ``job``, ``cancel`` and ``retry``.  The work is done by
-``cli_worker`` and ``cli_jobs``; this module builds the argument parser,
+``jobs``, ``job``, ``cancel``, ``retry``, ``schedules``, ``queue`` and
+``prune``.  The work is done by ``cli_worker``, ``cli_jobs`` and
+``cli_schedules``; this module builds the argument parser,
 reads ``ZCASYNC_*`` environment variables and turns every problem into a
 one-line error and a distinct exit code (``cli_common``).
 
@@ -35,6 +36,12 @@ examples:
       --import myapp.tasks --size 4
   zcasync put --db zeo://127.0.0.1:8100 myapp.tasks:send_report 42 '"weekly"'
   zcasync put --db zeo://127.0.0.1:8100 --in 3600 --wait 4000 myapp.tasks:f
+  zcasync put --db zeo://127.0.0.1:8100 --priority 5 --unique report-42 \\
+      --kw title='"weekly"' myapp.tasks:send_report 42
+  zcasync schedules add nightly myapp.tasks:cleanup --cron "30 2 * * *" \\
+      --timezone Europe/Berlin --db zeo://127.0.0.1:8100
+  zcasync queue pause reports --db zeo://127.0.0.1:8100
+  zcasync prune --older-than 3d --db zeo://127.0.0.1:8100
   zcasync status --db zeo://127.0.0.1:8100
   zcasync jobs failed --db zeo://127.0.0.1:8100 --limit 20
   zcasync job 1234@unnamed --db zeo://127.0.0.1:8100 --json
@@ -125,6 +132,14 @@ def _seconds(text):
         raise argparse.ArgumentTypeError(
             'seconds must be >= 0, not %r' % (text,))
     return value
+
+
+def _integer(text):
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            'invalid integer: %r' % (text,)) from None
 
 
 def _common(options, db_help='database URI (see "zcasync --help")',
@@ -222,6 +237,17 @@ def buildParser(environ):
     o.add('--retry-policy', metavar='NAME',
           help='NeverRetry, RetryCommonForever, RetryCommonFourTimes (the '
           'default), a registered name, or module:factory')
+    o.add('--priority', type=_integer, metavar='N',
+          help='due jobs are claimed highest priority first (default 0)')
+    o.add('--unique', metavar='KEY',
+          help='while a job put with KEY is pending or running in the '
+          'queue, print its id instead of queueing another')
+    o.add('--unique-for', metavar='DURATION',
+          help='with --unique: hold KEY this long after the put (e.g. 10m, '
+          '1h) instead of until the job completes')
+    o.add('--kw', action='append', metavar='NAME=JSON',
+          help='a keyword argument, its value in JSON (repeatable), e.g. '
+          '--kw retries=3 --kw title=\'"weekly"\'')
     o.add('--wait', nargs='?', type=_seconds, const=math.inf,
           metavar='TIMEOUT', help='wait for the job and print its result '
           '(its traceback and exit 1 if it failed); TIMEOUT in seconds, '
@@ -230,6 +256,69 @@ def buildParser(environ):
     p.add_argument('callable', metavar='module:function')
     p.add_argument('args', nargs='*', metavar='ARG')
     p.set_defaults(run='put')
+
+    p = _sub(sub, 'schedules', 'list, add, pause, resume or remove '
+             'periodic jobs',
+             'Periodic jobs of a queue. "schedules" lists them with their '
+             'next runs; "schedules add NAME module:function [ARG...] "'
+             '--cron EXPR | --every DURATION" adds (or replaces) one; '
+             '"schedules pause|resume|remove NAME". ARGs as for put.')
+    o = Options(p, environ)
+    _common(o)
+    p.add_argument('action', nargs='?', default='list', choices=(
+        'list', 'add', 'pause', 'resume', 'remove'), metavar='ACTION',
+        help='list (default), add, pause, resume or remove')
+    p.add_argument('name', nargs='?', metavar='NAME')
+    p.add_argument('callable', nargs='?', metavar='module:function')
+    p.add_argument('args', nargs='*', metavar='ARG')
+    o.add('--queue', default='', metavar='NAME',
+          help="the queue (default: the primary queue '')")
+    o.add('--create-queue', action='store_true',
+          help='add: create the queue if it does not exist')
+    o.add('--cron', metavar='EXPR',
+          help='add: a five-field cron expression, e.g. "*/5 * * * *"')
+    o.add('--every', metavar='DURATION',
+          help='add: an interval, e.g. 30s, 5m, 1h (ticks aligned on the '
+          'epoch)')
+    o.add('--timezone', metavar='TZ',
+          help='add: the IANA time zone of --cron (default UTC)')
+    o.add('--catch-up', action='store_true',
+          help='add: after an outage, run the last missed tick once')
+    o.add('--grace', metavar='DURATION',
+          help='add: how late a tick may still fire (default 30s)')
+    o.add('--kw', action='append', metavar='NAME=JSON',
+          help='add: a keyword argument for the job (repeatable)')
+    o.add('--json', action='store_true', help='print JSON')
+    p.set_defaults(run='schedules')
+
+    p = _sub(sub, 'queue', 'pause or resume a queue',
+             'A paused queue accepts puts and hands out no jobs (running '
+             'jobs finish); resume hands them out again.')
+    o = Options(p, environ)
+    _common(o)
+    p.add_argument('action', choices=('pause', 'resume'), metavar='ACTION',
+                   help='pause or resume')
+    p.add_argument('name', nargs='?', default='', metavar='NAME',
+                   help="the queue (default: the primary queue '')")
+    o.add('--json', action='store_true', help='print JSON')
+    p.set_defaults(run='queue')
+
+    p = _sub(sub, 'prune', 'remove old completed jobs',
+             'Remove completed jobs older than --older-than from every '
+             "agent's completed collection (failed ones too with "
+             '--failed-too), one short transaction per batch so that '
+             'workers are not held up; also frees stale unique keys.')
+    o = Options(p, environ)
+    _common(o)
+    o.add('--older-than', required=True, metavar='DURATION',
+          help='e.g. 3d, 12h, 90m')
+    o.add('--failed-too', action='store_true',
+          help='remove failed jobs too (default: keep them)')
+    o.add('--queue', metavar='NAME', help='only this queue')
+    o.add('--batch', type=_integer, default=200, metavar='N',
+          help='jobs removed per transaction (default %(default)s)')
+    o.add('--json', action='store_true', help='print JSON')
+    p.set_defaults(run='prune')
 
     p = _sub(sub, 'status', 'show queues, dispatchers and agents',
              'Database-wide view: each queue with its pending jobs, its '
@@ -324,11 +413,14 @@ def run(args):
     if args.run == 'pg-notify':
         from zcasync import cli_db
         return cli_db.runPgNotify(args)
-    from zcasync import cli_jobs
+    from zcasync import cli_jobs, cli_schedules
     return {'put': cli_jobs.runPut, 'status': cli_jobs.runStatus,
             'jobs': cli_jobs.runJobs, 'job': cli_jobs.runJob,
             'cancel': cli_jobs.runCancel,
-            'retry': cli_jobs.runRetry}[args.run](args)
+            'retry': cli_jobs.runRetry,
+            'schedules': cli_schedules.runSchedules,
+            'queue': cli_schedules.runQueue,
+            'prune': cli_schedules.runPrune}[args.run](args)
 
 
 def main(argv=None, environ=None):
@@ -342,7 +434,8 @@ def main(argv=None, environ=None):
         if not getattr(args, 'run', None):
             raise CommandError(
                 'choose a command: worker, server, put, status, jobs, job, '
-                'cancel or retry (see "zcasync --help")', EXIT_USAGE)
+                'cancel, retry, schedules, queue or prune (see "zcasync '
+                '--help")', EXIT_USAGE)
         prog = 'zcasync ' + args.command
         return run(args)
     except CommandError as e:

@@ -11,6 +11,7 @@ import heapq
 import importlib
 import json
 import math
+import sys
 import time
 import types
 
@@ -162,6 +163,8 @@ def describe(job, full=False):
         'repr': repr(job),
         'begin_by': seconds(job.begin_by),
         'quota_names': list(job.quota_names),
+        'priority': job.priority,
+        'unique_key': job.unique_key,
         'retry_policy': _policyName(job.retry_policy_factory),
         'assigner': str(job.assignerUUID) if job.assignerUUID else None,
         'callbacks': len(job.callbacks),
@@ -281,8 +284,16 @@ def retryPolicy(spec):
 def runPut(args):
     from zcasync import utils
     from zcasync.job import Job
+    from zcasync.cli_schedules import parseKeywords, parseDuration
     func = importCallable(args.callable)
     values = [parseArgument(a) for a in args.args]
+    kwargs = parseKeywords(args.kw)
+    unique_for = None
+    if args.unique_for is not None:
+        if args.unique is None:
+            raise CommandError('--unique-for goes with --unique KEY',
+                               EXIT_USAGE)
+        unique_for = parseDuration(args.unique_for, '--unique-for')
     _nonNegative(args.begin_in, '--in')
     _nonNegative(args.begin_by, '--begin-by')
     begin_after = None
@@ -305,20 +316,32 @@ def runPut(args):
                 'postgres://): no worker can run the job while this command '
                 'holds %s' % cli_db.redact(args.db), EXIT_USAGE)
     try:
-        Job(func, *values)
+        Job(func, *values, **kwargs)
     except (TypeError, ValueError) as e:
         raise CommandError(firstLine(e), EXIT_IMPORT) from None
     with Session(args, create=args.create_queue) as session:
         for attempt in session.tm.attempts(10):
             with attempt:
                 queue = session.queue(args.queue, create=args.create_queue)
-                job = queue.put(Job(func, *values), begin_after=begin_after,
-                                begin_by=begin_by,
-                                retry_policy_factory=policy)
+                new = Job(func, *values, **kwargs)
+                try:
+                    job = queue.put(
+                        new, begin_after=begin_after, begin_by=begin_by,
+                        retry_policy_factory=policy, priority=args.priority,
+                        unique_key=args.unique, unique_for=unique_for)
+                except (TypeError, ValueError) as e:
+                    session.tm.abort()
+                    raise CommandError(firstLine(e), EXIT_USAGE) from None
         info = describe(job)
+        if job is not new:
+            info['existing'] = True  # the unique key was held
         if args.json and wait is None:
             printJson(info)
         else:
+            if info.get('existing'):
+                sys.stderr.write('unique key %r is held by job %s: not '
+                                 'queued again\n' % (args.unique,
+                                                      info['id']))
             print(info['id'], flush=True)
         if wait is None:
             return EXIT_OK
@@ -362,7 +385,9 @@ def runStatus(args):
         data = {'database': session.db.database_name, 'queues': []}
         now = utils.now()
         for name, queue in (queues.items() if queues is not None else ()):
-            entry = {'name': name, 'pending': len(queue), 'dispatchers': []}
+            entry = {'name': name, 'pending': len(queue), 'dispatchers': [],
+                     'paused': queue.paused,
+                     'schedules': len(queue.existingSchedules() or ())}
             for uuid, agents in queue.dispatchers.items():
                 last = agents.last_ping
                 entry['dispatchers'].append({
@@ -387,8 +412,11 @@ def runStatus(args):
         print('no zcasync queues in database %r yet (a worker creates them '
               'when it starts)' % data['database'])
     for entry in data['queues']:
-        print('queue %r: %d pending, %d dispatcher(s)' % (
-            entry['name'], entry['pending'], len(entry['dispatchers'])))
+        print('queue %r: %d pending, %d dispatcher(s)%s%s' % (
+            entry['name'], entry['pending'], len(entry['dispatchers']),
+            ', %d schedule(s)' % entry['schedules'] if entry['schedules']
+            else '', ' (PAUSED: no job is handed out)' if entry['paused']
+            else ''))
         for d in entry['dispatchers']:
             if not d['activated']:
                 state = 'stopped'
@@ -478,7 +506,8 @@ def runJob(args):
         return EXIT_OK
     for key in ('id', 'repr', 'status', 'queue', 'dispatcher', 'agent',
                 'begin_after', 'begin_by', 'active_start', 'active_end',
-                'retry_policy', 'quota_names', 'assigner', 'callbacks'):
+                'retry_policy', 'quota_names', 'priority', 'unique_key',
+                'assigner', 'callbacks'):
         value = info[key]
         if key == 'begin_by' and value is not None:
             value = '%g s after begin_after' % value

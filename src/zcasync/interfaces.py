@@ -171,8 +171,20 @@ class IQueue(zope.interface.Interface):
         'UUID -> IDispatcherAgents registry.')
 
     def put(item, begin_after=None, begin_by=None, failure_log_level=None,
-            retry_policy_factory=None):
-        """Queue a job (or a callable, made a job) and return the job."""
+            retry_policy_factory=None, priority=None, unique_key=None,
+            unique_for=None):
+        """Queue a job (or a callable, made a job) and return the job (or
+        the job already holding `unique_key`)."""
+
+    def pause():
+        """Hand out no jobs until resume() (puts are still accepted)."""
+
+    def resume():
+        """Hand out jobs again."""
+
+    def schedule(name, callable, *args, cron=None, every=None,
+                 timezone='UTC', catch_up=False, grace=None, **kwargs):
+        """Add or update a periodic job (see zcasync.schedules)."""
 
     def putBack(job):
         """Put a job at the front of the queue."""

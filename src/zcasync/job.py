@@ -58,6 +58,11 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
     #: the job this one waits for (it returned a Job), or None
     _inner = None
     _queue_key = None
+    #: set by Queue.put: due jobs are claimed highest priority first
+    priority = 0
+    #: set by Queue.put(unique_key=..., unique_for=...)
+    unique_key = None
+    unique_until = None
     # created on first use: most jobs have no keyword arguments and no
     # callbacks, and every persistent sub-object costs a write and a load
     _kwargs = None

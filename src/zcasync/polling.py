@@ -16,7 +16,9 @@ thread):
 4. *claim*: for each agent with room, claim jobs and mark them ACTIVE in
    one commit, each under a new run token, then hand the runs to the
    agent's worker threads;
-5. remember what, when a commit changes it, calls for the next poll.
+5. *schedules*: fire the due ticks of periodic jobs, each tick claimed
+   in one commit with its job (``zcasync.schedules``);
+6. remember what, when a commit changes it, calls for the next poll.
 
 State shared with the dispatcher: ``UUID``, ``runner``, ``deaths``,
 ``claiming``, and per poll ``_heartbeat``, ``_known`` (the runs' tokens,
@@ -72,10 +74,15 @@ class QueuePolls:
             for agent in agents.values():
                 watched.add(agent._p_oid)
                 watched.add(agent._jobs._p_oid)
-        due = queue.nextDue()
-        if due is not None and (self._next_due is None or
-                                due < self._next_due):
-            self._next_due = due
+        self._noteDue(queue.nextDue())
+        schedules = queue.existingSchedules()
+        if schedules is not None:
+            urgent.add(schedules.changes._p_oid)  # a schedule set or removed
+
+    def _noteDue(self, when):
+        if when is not None and (self._next_due is None or
+                                 when < self._next_due):
+            self._next_due = when
 
     def _activateIn(self, tm, name, queue):
         agents = queue.dispatchers.get(self.UUID)
@@ -131,6 +138,7 @@ class QueuePolls:
             if self._activateIn(tm, name, queue) is None:
                 return None
         agents = self._ping(tm, name, queue)
+        self._fireSchedules(tm, name, queue)
         info = {}
         seen = set()
         for agent_name, agent in agents.items():
@@ -140,6 +148,24 @@ class QueuePolls:
         self.runner.closePools(
             lambda key: key[0] != name or key[1] in seen)
         return info
+
+    def _fireSchedules(self, tm, name, queue):
+        """Periodic jobs (``zcasync.schedules``): claim the due ticks and
+        put their jobs in one commit, before claiming; remember when the
+        next tick is due."""
+        schedules = queue.existingSchedules()
+        if schedules is None or not self.claiming:
+            return
+        try:
+            fired, soonest = schedules.fire(queue)
+            if fired:
+                tm.commit()
+        except transaction.interfaces.TransientError:
+            # another dispatcher fired these ticks: look again soon
+            tm.abort()
+            self._conflicted = True
+            return
+        self._noteDue(soonest)
 
     def _reconcileAgent(self, agents, agent):
         """Hand back every job `agent` holds that no run of this process

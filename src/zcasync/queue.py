@@ -5,140 +5,54 @@
 ``queue.put(job)`` inside its own transaction; agents ``claim`` jobs.
 
 Storage layout, chosen so that cost does not grow with the number of
-pending jobs and concurrent writers rarely conflict:
+pending jobs and concurrent writers rarely conflict (keys: see
+``zcasync.queuekeys``):
 
-- jobs live in one OOBTree keyed ``(lane, micros, oid)``: lane 0 for jobs
-  put back (they come first), lane 1 for the rest, ordered by
-  ``max(put time, begin_after)`` -- so due jobs come out first-in
-  first-out and scheduled jobs come out when due, in ``begin_after``
-  order.  A put adds one key near the end of the tree, a claim removes one
-  near the start, and each touches one bucket.  The tree is a ``JobTree``:
-  plain BTrees refuse to merge a removal of a bucket's *first* key with
-  any concurrent change to that bucket (a claim and a put in a small
-  queue, whose jobs share one bucket, would always conflict); a
-  ``JobTree`` merges them when that is safe (see ``_mergeBuckets``).
+- due jobs live in ``_jobs``, keyed by lane (put back first), priority
+  (higher first), time and oid; jobs scheduled for later live in
+  ``_scheduled``, keyed by begin_after, and a claim moves those that came
+  due to ``_jobs`` (a bounded batch each time).  A put adds one key, a
+  claim removes one near the start, and each touches one bucket.  Both
+  trees are ``JobTree``s: plain BTrees refuse to merge a removal of a
+  bucket's *first* key with any concurrent change to that bucket (a claim
+  and a put in a small queue, whose jobs share one bucket, would always
+  conflict); a ``JobTree`` merges them when that is safe
+  (``zcasync.treemerge``).
 - the length is a ``BTrees.Length`` (conflict-resolving counter).
 - two claims of the same job both write the job (its ``parent``), which
   has no conflict resolution: exactly one commits.
+- unique keys: ``_unique`` maps a key to the job holding it; two
+  transactions taking the same key both write that key, which BTrees
+  refuse to merge, so exactly one commits.
 
 Quotas are plain persistent objects *without* conflict resolution: two
 processes that fill the same quota at once conflict, so a quota can never
 overfill.
 """
+import datetime
 import itertools
-import logging
-import struct
 
 import BTrees.Length
 import BTrees.OOBTree
 import persistent
 from BTrees.Interfaces import BTreesConflictError
 import zope.interface
-import ZODB.utils
 
 from zcasync import instanceuuid
 from zcasync import interfaces
 from zcasync import job as jobmodule
 from zcasync import registry
+from zcasync import schedules as schedulesmodule
 from zcasync import utils
 from zcasync.interfaces import ACTIVE, ASSIGNED, CALLBACKS
-
-FRONT, NORMAL = 0, 1
-
-# Keys are bytes -- lane (1 byte), time in microseconds (8 bytes, big
-# endian), then the job's oid -- so that they sort as (lane, time, oid) and
-# pickle as one object each (tuple keys cost several).
-_PREFIX = struct.Struct('>BQ')
-
-
-def _key(lane, micros, token):
-    return _PREFIX.pack(lane, micros) + token
-
-
-def _keyParts(key):
-    """(lane, micros) of a key."""
-    return _PREFIX.unpack_from(key)
-
-
-def _describeOid(job):
-    oid = getattr(job, '_p_oid', None)
-    if oid is None:
-        return '(unstored)'
-    return '%d@%s' % (ZODB.utils.u64(oid), utils.databaseName(job))
+from zcasync.queuekeys import (  # noqa: F401 (part of this module's API)
+    LEGACY_NORMAL, FRONT, DUE, SCHEDULED, PROMOTE_BATCH, checkPriority,
+    checkUnique, dueKey, scheduledKey, keyTime, promotedKey, timeBound, legacyBound,
+    legacyToScheduled)
+from zcasync.treemerge import EMPTIED, FIRST_DELETED, mergeBuckets
+from zcasync.queueextras import UniqueKeys, ParkedJobs
 
 _UNSTORED = itertools.count()
-
-# BTreesConflictError reasons handled by JobTree (see BTrees' merge code)
-_EMPTIED, _FIRST_DELETED = 12, 13
-_MISSING = object()
-
-
-def _bucketItems(state):
-    if state is None:
-        return []
-    flat = state[0]
-    return list(zip(flat[0::2], flat[1::2]))
-
-
-def _same(a, b):
-    if a is b:
-        return True
-    try:
-        return a == b
-    except ValueError:  # two different ZODB PersistentReferences
-        return False
-
-
-def _mergeBuckets(old, committed, new, inline):
-    """Three-way merge of bucket states that BTrees refused only because
-    one side removed the bucket's first key (or, for a tree held in one
-    inline bucket, emptied it).  Returns the merged bucket state, None for
-    an empty inline tree; raises BTreesConflictError when unsafe.
-
-    A key removed, changed or added by both sides is a real conflict (two
-    claims of one job).  Removing a bucket's first key may have moved the
-    parent node's separator up to that side's new first key, so keys the
-    other side added must sort after it; an emptied bucket is unlinked
-    from its tree, so only an inline tree may end up empty.
-    """
-    o, c, n = (_bucketItems(s) for s in (old, committed, new))
-    cd, nd = dict(c), dict(n)
-    merged = {}
-    for key, value in o:
-        cv, nv = cd.get(key, _MISSING), nd.get(key, _MISSING)
-        c_changed = cv is _MISSING or not _same(cv, value)
-        n_changed = nv is _MISSING or not _same(nv, value)
-        if c_changed and n_changed:
-            raise BTreesConflictError(-1, -1, -1, 5)
-        result = cv if c_changed else nv
-        if result is not _MISSING:
-            merged[key] = result
-    old_keys = {key for key, value in o}
-    added_c = [key for key, value in c if key not in old_keys]
-    added_n = [key for key, value in n if key not in old_keys]
-    if set(added_c) & set(added_n):
-        raise BTreesConflictError(-1, -1, -1, 6)
-    for key in added_c:
-        merged[key] = cd[key]
-    for key in added_n:
-        merged[key] = nd[key]
-    if not inline:
-        if not merged or not c or not n:
-            raise BTreesConflictError(-1, -1, -1, _EMPTIED)
-        first = o[0][0]
-        for side, added_other in ((c, added_n), (n, added_c)):
-            if side[0][0] > first and any(k < side[0][0]
-                                          for k in added_other):
-                raise BTreesConflictError(-1, -1, -1, _FIRST_DELETED)
-    if not merged:
-        return None
-    flat = []
-    for key in sorted(merged):
-        flat.extend((key, merged[key]))
-    state = (tuple(flat),)
-    if not inline and old is not None and len(old) > 1:
-        state += (old[1],)  # BTrees checked that no side changed `next`
-    return state
 
 
 class JobBucket(BTrees.OOBTree.OOBucket):
@@ -148,9 +62,9 @@ class JobBucket(BTrees.OOBTree.OOBucket):
         try:
             return super()._p_resolveConflict(old, committed, new)
         except BTreesConflictError as e:
-            if e.reason != _FIRST_DELETED:
+            if e.reason != FIRST_DELETED:
                 raise
-        return _mergeBuckets(old, committed, new, inline=False)
+        return mergeBuckets(old, committed, new, inline=False)
 
 
 def _inlineBucket(state):
@@ -172,9 +86,9 @@ class JobTree(BTrees.OOBTree.OOBTree):
             return super()._p_resolveConflict(old, committed, new)
         except BTreesConflictError as e:
             # a tree of several buckets fails with another reason
-            if e.reason not in (_EMPTIED, _FIRST_DELETED):
+            if e.reason not in (EMPTIED, FIRST_DELETED):
                 raise
-        bucket = _mergeBuckets(*(_inlineBucket(s)
+        bucket = mergeBuckets(*(_inlineBucket(s)
                                  for s in (old, committed, new)),
                                inline=True)
         return None if bucket is None else ((bucket,),)
@@ -361,16 +275,27 @@ class Quotas(persistent.Persistent):
 
 
 @zope.interface.implementer(interfaces.IQueue)
-class Queue(persistent.Persistent):
+class Queue(UniqueKeys, ParkedJobs, persistent.Persistent):
     """See the module docstring."""
 
     name = None
     parent = None
+    # added after queues were first stored: the class defaults serve
+    # queues stored before (their trees are created on first use)
+    _scheduled = None
+    _unique = None
+    _schedules = None
     #: queue key -> (job, reason, when): jobs set aside (see ``_park``)
     _parked = None
+    #: a paused queue accepts puts and hands out no jobs
+    paused = False
+    #: how long agents keep completed jobs (None: until ``zcasync prune``)
+    completed_keep = datetime.timedelta(days=7)
 
     def __init__(self):
         self._jobs = JobTree()
+        self._scheduled = JobTree()
+        self._unique = JobTree()
         self._length = BTrees.Length.Length(0)
         # changed by every put and never by a claim: what dispatchers
         # watch to hear of new jobs (a conflict-resolving counter)
@@ -379,11 +304,25 @@ class Queue(persistent.Persistent):
         self.quotas.parent = self
         self.dispatchers = registry.Dispatchers()
         self.dispatchers.parent = self
+        self._schedules = schedulesmodule.Schedules()
+        self._schedules.parent = self
 
     # -- adding ----------------------------------------------------------
 
     def put(self, item, begin_after=None, begin_by=None,
-            failure_log_level=None, retry_policy_factory=None):
+            failure_log_level=None, retry_policy_factory=None,
+            priority=None, unique_key=None, unique_for=None):
+        """Queue `item` (a job, or a callable made a job) and return it.
+
+        ``priority`` (int, default 0): due jobs are claimed highest first,
+        then by time.  ``unique_key``: while a job put with that key is
+        pending or running in this queue, return it instead and store
+        nothing; ``unique_for`` (a timedelta) holds the key for that long
+        after the put instead, whatever the job's status.
+        """
+        if priority is not None:
+            checkPriority(priority)
+        checkUnique(unique_key, unique_for)
         job = interfaces.IJob(item, None)
         if job is None:
             job = jobmodule.Job(item)
@@ -397,6 +336,14 @@ class Queue(persistent.Persistent):
                     'unknown quota name %r for %r; create it first with '
                     'queue.quotas.create(%r, size)' % (name, job, name))
         if begin_after is not None:
+            utils.checkAware(begin_after, 'begin_after')
+        if retry_policy_factory is not None:
+            jobmodule.retry.checkFactory(retry_policy_factory)
+        if unique_key is not None:
+            holder = self.uniqueHolder(unique_key)
+            if holder is not None:
+                return holder
+        if begin_after is not None:
             job.begin_after = begin_after
         elif job.begin_after is None:
             job.begin_after = utils.now()
@@ -406,10 +353,14 @@ class Queue(persistent.Persistent):
             job.failure_log_level = failure_log_level
         if retry_policy_factory is not None:
             job.retry_policy_factory = retry_policy_factory
+        if priority is not None:
+            job.priority = priority
         job.assignerUUID = instanceuuid.currentUUID()
         jar = self._p_jar
         if jar is not None and job._p_jar is None:
             jar.add(job)
+        if unique_key is not None:
+            self._holdUnique(job, unique_key, unique_for)
         self._insert(job)
         return job
 
@@ -422,24 +373,71 @@ class Queue(persistent.Persistent):
         jar = self._p_jar
         if jar is not None and job._p_jar is None:
             jar.add(job)
-        self._insert(job, FRONT)
+        self._insert(job, front=True)
 
-    def _insert(self, job, lane=NORMAL):
-        stamp = utils.now()
-        if lane == NORMAL and job.begin_after is not None and \
-                job.begin_after > stamp:
-            stamp = job.begin_after
+    def _insert(self, job, front=False):
+        now = utils.now()
         if job.begin_after is None:
-            job.begin_after = utils.now()
+            job.begin_after = now
         # a job not stored yet (the queue is not stored either) has no oid:
         # a process-wide counter keeps such puts first-in first-out
         token = job._p_oid or b'~%016x' % next(_UNSTORED)
-        key = _key(lane, utils.toMicros(stamp), token)
+        priority = job.priority
+        if not front and job.begin_after > now:
+            key = scheduledKey(utils.toMicros(job.begin_after), priority,
+                               token)
+            self._scheduledTree()[key] = job
+        else:
+            key = dueKey(FRONT if front else DUE, priority,
+                         utils.toMicros(now), token)
+            self._jobs[key] = job
         job._queue_key = key
         job.parent = self
-        self._jobs[key] = job
         self._length.change(1)
         self.puts.change(1)
+
+    @staticmethod
+    def _newTree():
+        return JobTree()
+
+    def _scheduledTree(self):
+        if self._scheduled is None:
+            self._scheduled = JobTree()
+        return self._scheduled
+
+    # -- pausing and schedules ---------------------------------------------
+
+    def pause(self):
+        """Hand out no jobs until ``resume()`` (puts are still accepted;
+        running jobs finish)."""
+        self.paused = True
+
+    def resume(self):
+        self.paused = False
+        self.puts.change(1)  # wakes the dispatchers, as a put does
+
+    @property
+    def schedules(self):
+        """name -> Schedule (``zcasync.schedules``)."""
+        if self._schedules is None:
+            self._schedules = schedulesmodule.Schedules()
+            self._schedules.parent = self
+        return self._schedules
+
+    def existingSchedules(self):
+        """The schedules, or None for a queue that never had any (reading
+        creates nothing)."""
+        return self._schedules
+
+    def schedule(self, name, callable, *args, cron=None, every=None,
+                 timezone='UTC', catch_up=False, grace=None, **kwargs):
+        """Add or update the schedule `name`: a job calling
+        ``callable(*args, **kwargs)`` for each tick of `cron` (a cron
+        expression in `timezone`) or `every` (a timedelta).  See
+        ``zcasync.schedules``."""
+        return self.schedules.set(name, callable, args, kwargs, cron=cron,
+                                  every=every, timezone=timezone,
+                                  catch_up=catch_up, grace=grace)
 
     # -- reading ---------------------------------------------------------
 
@@ -450,14 +448,18 @@ class Queue(persistent.Persistent):
         return self._length() > 0
 
     def __iter__(self):
-        return iter(self._jobs.values())
+        """Due jobs in claim order, then scheduled ones by begin_after."""
+        if self._scheduled is None:
+            return iter(self._jobs.values())
+        return itertools.chain(self._jobs.values(),
+                               self._scheduled.values())
 
     def __getitem__(self, index):
         if index < 0:
             index += len(self)
         if index < 0:
             raise IndexError(index)
-        for i, job in enumerate(self._jobs.values()):
+        for i, job in enumerate(self):
             if i == index:
                 return job
         raise IndexError(index)
@@ -465,15 +467,52 @@ class Queue(persistent.Persistent):
     def nextDue(self):
         """When the earliest job scheduled for later comes due (None when
         no job waits for a later time)."""
-        now_micros = utils.toMicros(utils.now())
-        for key in self._jobs.keys(min=_PREFIX.pack(NORMAL, now_micros + 1)):
-            return utils.fromMicros(_keyParts(key)[1])
-        return None
+        after = utils.toMicros(utils.now()) + 1
+        found = []
+        if self._scheduled is not None:
+            for key in self._scheduled.keys(min=timeBound(after)):
+                found.append(keyTime(key))
+                break
+        for key in self._legacyScheduled(after):
+            found.append(keyTime(key))
+            break
+        return utils.fromMicros(min(found)) if found else None
+
+    def _legacyScheduled(self, after_micros):
+        """Keys of jobs stored before priorities existed and scheduled for
+        `after_micros` or later."""
+        low, high = legacyBound(after_micros)
+        return self._jobs.keys(min=low, max=high, excludemax=True)
 
     # -- removing --------------------------------------------------------
 
+    def _candidates(self, job):
+        """[(tree, key)] where `job` may be: moving a job between trees
+        does not write it (a job that cannot be stored must not block its
+        queue), so its ``_queue_key`` may name where it was, and the key
+        it has now follows from that one."""
+        key = getattr(job, '_queue_key', None)
+        candidates = []
+        if key:
+            if key[0] == LEGACY_NORMAL:
+                candidates.append((self._jobs, key))
+                key = legacyToScheduled(key, 0)
+            if key[0] == SCHEDULED:
+                candidates.append((self._scheduled, key))
+                key = promotedKey(key)
+            candidates.append((self._jobs, key))
+        return candidates
+
+    def _locate(self, job):
+        """(tree, key) of `job` in this queue, or None."""
+        for tree, candidate in self._candidates(job):
+            if tree is not None and tree.get(candidate) is job:
+                return tree, candidate
+        return None
+
     def _take(self, job):
-        del self._jobs[job._queue_key]
+        tree, key = self._locate(job)
+        del tree[key]
         self._length.change(-1)
         job._queue_key = None
         job.parent = None
@@ -483,94 +522,73 @@ class Queue(persistent.Persistent):
         """Remove a pending or parked job.  A job this process cannot
         store again (see ``zcasync.job.loadProblem``) is removed without
         being written: it then belongs nowhere (reads NEW)."""
-        key = getattr(job, '_queue_key', None)
-        parked = self._parked is not None and key is not None and \
-            self._parked.get(key, (None,))[0] is job
-        if not parked and (key is None or self._jobs.get(key) is not job):
+        parked = self._parkedKey(job)
+        located = self._locate(job) if parked is None else None
+        if parked is None and located is None:
             raise LookupError('%r is not in queue %r' % (job, self.name))
-        if parked:
-            del self._parked[key]
-            if jobmodule.loadProblem(job) is None:
-                job._queue_key = None
-                job.parent = None
-        elif jobmodule.loadProblem(job) is not None:
-            del self._jobs[key]
-            self._length.change(-1)
-        else:
+        storable = jobmodule.loadProblem(job) is None
+        if parked is not None:
+            del self._parked[parked]
+        elif storable:
             self._take(job)
-
-    # -- parked jobs -----------------------------------------------------
-    #
-    # A job this process cannot run -- it cannot be loaded, or its callable
-    # lives in a module that cannot be imported here -- would fail every
-    # claim (claiming writes the job, and storing its broken callable
-    # fails), blocking the queue.  The claim sets it aside instead, without
-    # writing it: it moves from the queue's tree to ``_parked``, under the
-    # same key, with the reason.  It reads PARKED.  ``unpark`` puts it
-    # back where it was (once its module is installed); ``remove`` drops
-    # it.  Neither needs to import the job's module.
-
-    def _statusOf(self, job):
-        """PENDING, PARKED, or NEW (removed without being written)."""
-        key = job._queue_key
-        if key is not None and self._jobs.get(key) is job:
-            return interfaces.PENDING
-        if key is not None and self._parked is not None and \
-                self._parked.get(key, (None,))[0] is job:
-            return interfaces.PARKED
-        return interfaces.NEW if key is not None else interfaces.PENDING
-
-    def _park(self, key, job, reason):
-        del self._jobs[key]
-        self._length.change(-1)
-        if self._parked is None:
-            self._parked = BTrees.OOBTree.OOBTree()
-        self._parked[key] = (job, reason, utils.now())
-        utils.safeLog(utils.log, logging.ERROR,
-                      'queue %r set aside job %s (it reads PARKED; the queue '
-                      'goes on): %s', self.name, _describeOid(job), reason)
-
-    def parked(self):
-        """The parked jobs, oldest first: (job, reason, when) tuples."""
-        if self._parked is None:
-            return []
-        return list(self._parked.values())
-
-    def unpark(self, job):
-        """Put a parked job back in the queue, where it was."""
-        key = job._queue_key
-        if self._parked is None or key is None or \
-                self._parked.get(key, (None,))[0] is not job:
-            raise LookupError('%s is not parked in queue %r'
-                              % (_describeOid(job), self.name))
-        del self._parked[key]
-        self._jobs[key] = job
-        self._length.change(1)
-        self.puts.change(1)
+        else:
+            tree, key = located
+            del tree[key]
+            self._length.change(-1)
+        if parked is not None and storable:
+            job._queue_key = None
+            job.parent = None
+        self._freeUnique(job)
 
     def pull(self, index=0):
         """Remove and return the job at `index` (the way to cancel a job
         nobody claimed yet)."""
-        return self._take(self[index])
+        job = self._take(self[index])
+        self._freeUnique(job)
+        return job
+
+    def _promote(self, now_micros):
+        """Move scheduled jobs that came due to the due tree, where they
+        take their place by priority (and their due time).  The jobs are
+        neither loaded nor written (see ``_locate``)."""
+        moves = []
+        if self._scheduled:
+            bound = timeBound(now_micros + 1)
+            for key, job in self._scheduled.items(max=bound,
+                                                  excludemax=True):
+                moves.append((self._scheduled, key, job))
+                if len(moves) >= PROMOTE_BATCH:
+                    break
+        if len(moves) < PROMOTE_BATCH:
+            # stored before priorities: still in the due tree
+            for key in self._legacyScheduled(now_micros + 1):
+                moves.append((self._jobs, key, None))
+                if len(moves) >= PROMOTE_BATCH:
+                    break
+        for tree, key, job in moves:
+            job = tree.pop(key)
+            if tree is self._jobs:  # legacy (priority 0): wait for its time
+                self._scheduledTree()[legacyToScheduled(key, 0)] = job
+            else:
+                self._jobs[promotedKey(key)] = job
 
     def claim(self, filter=None, default=None):
         """The first due job that `filter` accepts and whose quotas have
-        room, removed from the queue; `default` when there is none.
+        room, removed from the queue; `default` when there is none (or
+        the queue is paused).  Due jobs come by priority, then time.
 
         A job past its ``begin_by`` deadline is not handed out: a job that
         fails it with TimeoutError is returned in its place.  A job this
         process cannot run is parked on the way (see parked jobs).
         """
+        if self.paused:
+            return default
         now = utils.now()
-        now_micros = utils.toMicros(now)
+        self._promote(utils.toMicros(now))
         after = None  # resume the walk after a parked job's key
         while True:
-            kw = {} if after is None else {'min': after,
-                                           'excludemin': True}
+            kw = {} if after is None else {'min': after, 'excludemin': True}
             for key, job in self._jobs.items(**kw):
-                lane, micros = _keyParts(key)
-                if lane == NORMAL and micros > now_micros:
-                    return default  # the rest is scheduled for later
                 problem = jobmodule.loadProblem(job)
                 if problem is not None:
                     self._park(key, job, problem)

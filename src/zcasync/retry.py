@@ -13,7 +13,9 @@ and asks ``updateData`` to write them back after every abort.
 
 The classes here are stored by reference on jobs: they are on-disk API.
 """
+import datetime
 import logging
+import random
 import time
 
 import transaction.interfaces
@@ -213,8 +215,118 @@ class NeverRetry(BasePolicy):
         return False
 
 
+# --- backoff for the application's own exceptions --------------------------
+
+_random = random.random
+
+
+def setRandom(source=None):
+    """Use `source` (a callable returning a float in [0, 1)) for backoff
+    jitter; None restores ``random.random``.  Returns the previous one."""
+    global _random
+    previous = _random
+    _random = source if source is not None else random.random
+    return previous
+
+
+class BackoffPolicy(RetryCommonFourTimes):
+    """The policy a ``RetryWithBackoff`` makes for one run of a job."""
+
+    def __init__(self, job, factory):
+        super().__init__(job)
+        self.factory = factory
+        self.key = 'zcasync.RetryWithBackoff'
+
+    def jobError(self, failure, data_cache):
+        factory = self.factory
+        if not failure.check(*factory.retry_on):
+            return super().jobError(failure, data_cache)
+        counts = self._counts(data_cache)
+        counts['attempts'] = attempts = counts.get('attempts', 0) + 1
+        if attempts >= factory.max_attempts:
+            counts['next run'] = None
+            self.parent.annotations[self.key] = dict(counts)
+            return False
+        when = utils.now() + factory.delay(attempts)
+        counts['next run'] = when
+        self.parent.annotations[self.key] = dict(counts)
+        return when
+
+
+class RetryWithBackoff:
+    """A retry-policy factory for the application's own exceptions:
+    ``RetryWithBackoff(retry_on=(IOError,), max_attempts=5,
+    base=timedelta(seconds=1), cap=timedelta(minutes=10), jitter=True)``.
+
+    A job that raises one of `retry_on` is put back in its queue to run
+    again after an exponential delay -- ``min(cap, base * 2 ** (n - 1))``
+    after its n-th failure, or, with `jitter` ("full jitter"), a random
+    delay between 0 and that -- until it has run `max_attempts` times;
+    then the failure is its result.  Other failures are treated as by
+    ``RetryCommonFourTimes``.  ``job.annotations['zcasync.RetryWithBackoff']``
+    records ``attempts`` (failed runs so far) and ``next run`` (None once
+    it gave up).
+
+    Give an instance as a job's ``retry_policy_factory`` (it is stored
+    with the job, its class by reference), or register one as a named
+    ``IRetryPolicyFactory`` utility and give the name; the built-in name
+    ``'RetryWithBackoff'`` retries any Exception with the defaults.
+    """
+
+    def __init__(self, retry_on=(Exception,), max_attempts=5,
+                 base=datetime.timedelta(seconds=1),
+                 cap=datetime.timedelta(minutes=10), jitter=True):
+        if isinstance(retry_on, type):
+            retry_on = (retry_on,)
+        retry_on = tuple(retry_on)
+        if not retry_on or not all(isinstance(e, type) and
+                                   issubclass(e, BaseException)
+                                   for e in retry_on):
+            raise TypeError('retry_on must be exception classes, not %r'
+                            % (retry_on,))
+        if not isinstance(max_attempts, int) or isinstance(
+                max_attempts, bool) or max_attempts < 1:
+            raise ValueError('max_attempts must be an int >= 1 (runs in '
+                             'all), not %r' % (max_attempts,))
+        for name, value in (('base', base), ('cap', cap)):
+            if not isinstance(value, datetime.timedelta) or \
+                    value < datetime.timedelta(0):
+                raise TypeError('%s must be a timedelta >= 0, not %r'
+                                % (name, value))
+        self.retry_on = retry_on
+        self.max_attempts = max_attempts
+        self.base = base
+        self.cap = cap
+        self.jitter = bool(jitter)
+
+    def delay(self, failures):
+        """The delay after the `failures`-th failure."""
+        ceiling = self.cap.total_seconds()
+        exponent = min(failures - 1, 64)
+        ceiling = min(ceiling, self.base.total_seconds() * 2 ** exponent)
+        if self.jitter:
+            ceiling *= _random()
+        return datetime.timedelta(seconds=ceiling)
+
+    def __call__(self, job):
+        return BackoffPolicy(job, self)
+
+    def __eq__(self, other):
+        return type(other) is type(self) and vars(other) == vars(self)
+
+    def __hash__(self):
+        return hash((self.retry_on, self.max_attempts))
+
+    def __repr__(self):
+        return ('RetryWithBackoff(retry_on=(%s,), max_attempts=%d, base=%s, '
+                'cap=%s, jitter=%s)' % (
+                    ', '.join(e.__name__ for e in self.retry_on),
+                    self.max_attempts, self.base, self.cap, self.jitter))
+
+
 #: Built-in names accepted as a job's ``retry_policy_factory``.
 POLICIES = {
+    'RetryWithBackoff': RetryWithBackoff(),
     'RetryCommonFourTimes': RetryCommonFourTimes,
     'RetryCommonForever': RetryCommonForever,
     'NeverRetry': NeverRetry,

@@ -260,3 +260,37 @@ def test_completed_jobs_older_than_a_week_are_pruned(
 def test_repr(agents):
     agent = addAgent(agents, size=4)
     assert repr(agent) == "<zcasync.agent.Agent 'main' (0/4)>"
+
+
+# --- retention per queue (issue 14) ----------------------------------------
+
+def test_a_queue_sets_how_long_completed_jobs_are_kept(queue, agents, conn,
+                                                       clock):
+    assert queue.completed_keep == COMPLETED_KEEP  # the default
+    queue.completed_keep = datetime.timedelta(hours=1)
+    agent = addAgent(agents, size=5)
+    put(queue, *range(CompletedJobs.SHARDS + 2))
+    old, = runClaimed(agent, conn, clock, 1)
+    clock.advance(3600)
+    newest = runClaimed(agent, conn, clock, CompletedJobs.SHARDS)
+    assert old not in list(agent.completed)
+    assert list(agent.completed) == list(reversed(newest))
+
+
+def test_completed_keep_none_keeps_jobs_until_pruned(queue, agents, conn,
+                                                     clock):
+    queue.completed_keep = None
+    agent = addAgent(agents, size=5)
+    put(queue, *range(4))
+    old = runClaimed(agent, conn, clock, 2)
+    clock.advance(datetime.timedelta(days=30).total_seconds())
+    recent = runClaimed(agent, conn, clock, 2)
+    assert len(agent.completed) == 4
+    removed, resume = agent.completed.prune(
+        clock.now - datetime.timedelta(days=1), limit=1)
+    assert removed == 1 and resume is not None
+    removed, resume = agent.completed.prune(
+        clock.now - datetime.timedelta(days=1), resume=resume)
+    assert removed == 1 and resume is None
+    assert list(agent.completed) == list(reversed(recent))
+    assert old[0] not in list(agent.completed)

@@ -25,6 +25,18 @@ MODULE = 'zcasync_poison_module_for_tests'
 
 @pytest.fixture
 def poisoned(tmp_path):
+    yield from makePoisoned(tmp_path)
+
+
+@pytest.fixture
+def poisonedLater(tmp_path, clock):
+    """As `poisoned`, but the poison job is scheduled a minute ahead (it
+    moves to the due tree, unwritten, when it comes due)."""
+    yield from makePoisoned(tmp_path, begin_after=clock.now +
+                            __import__('datetime').timedelta(seconds=60))
+
+
+def makePoisoned(tmp_path, begin_after=None):
     """A FileStorage whose primary queue holds [a job calling a function of
     a module that is importable only while the job is put, then two normal
     jobs]; returns (path, poison oid, [normal oids]).  After the fixture
@@ -45,7 +57,7 @@ def poisoned(tmp_path):
             agents = queue.dispatchers.register(
                 __import__('uuid').uuid4())
             agents['main'] = Agent(size=10)
-            poison = queue.put(Job(module.work, 21))
+            poison = queue.put(Job(module.work, 21), begin_after=begin_after)
             normal = [queue.put(Job(len, 'abc')), queue.put(Job(abs, -4))]
             conn.transaction_manager.commit()
             oids = poison._p_oid, [j._p_oid for j in normal]
@@ -178,3 +190,23 @@ def test_the_command_line_shows_cancels_and_retries_parked_jobs(
         queue, agent = agentOf(conn)
         assert [j._p_oid for j in queue] == [normal[1]]
         assert 'zcasync.cancelled' in conn.get(poison_oid).annotations
+
+
+def test_a_scheduled_poison_job_is_parked_when_due(poisonedLater, clock):
+    path, poison_oid, normal = poisonedLater
+    with openDb(path) as (db, conn):
+        queue, agent = agentOf(conn)
+        assert [agent.claimJob()._p_oid for i in range(2)] == normal
+        assert agent.claimJob() is None  # the poison job is not due yet
+        conn.transaction_manager.commit()
+        clock.advance(61)
+        assert agent.claimJob() is None
+        conn.transaction_manager.commit()
+        poison = conn.get(poison_oid)
+        assert poison.status == PARKED and len(queue) == 0
+        queue.unpark(poison)
+        conn.transaction_manager.commit()
+        assert poison.status == PENDING and len(queue) == 1
+        queue.remove(poison)
+        conn.transaction_manager.commit()
+        assert len(queue) == 0 and poison.status == interfaces.NEW

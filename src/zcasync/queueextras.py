@@ -1,0 +1,134 @@
+"""Two parts of a ``zcasync.queue.Queue`` that are about particular jobs:
+unique keys and parked jobs (base classes of ``Queue``; no persistent
+class lives here, the data stays on the queue).
+"""
+import logging
+
+import BTrees.OOBTree
+import ZODB.utils
+
+from zcasync import interfaces
+from zcasync import utils
+from zcasync.interfaces import COMPLETED, NEW
+
+
+def _describeOid(job):
+    oid = getattr(job, '_p_oid', None)
+    if oid is None:
+        return '(unstored)'
+    return '%d@%s' % (ZODB.utils.u64(oid), utils.databaseName(job))
+
+
+class UniqueKeys:
+    """``queue.put(job, unique_key=...)``: while a job put with a key is
+    pending or running, putting the key again returns that job.  The
+    queue's ``_unique`` tree maps a key to the job holding it; two
+    transactions taking one key both write that key of the tree, which
+    BTrees refuse to merge, so exactly one commits."""
+
+    def uniqueHolder(self, unique_key):
+        """The job holding `unique_key` in this queue, or None."""
+        job = self._unique.get(unique_key) if self._unique is not None \
+            else None
+        if job is None:
+            return None
+        if job.unique_until is not None:
+            return job if utils.now() < job.unique_until else None
+        return None if job.status in (NEW, COMPLETED) else job
+
+    def _holdUnique(self, job, unique_key, unique_for):
+        # two transactions holding the same key both write this key of
+        # the tree: BTrees refuse to merge that, so exactly one commits
+        if self._unique is None:
+            self._unique = self._newTree()
+        job.unique_key = unique_key
+        if unique_for is not None:
+            job.unique_until = utils.now() + unique_for
+        self._unique[unique_key] = job
+
+    def _freeUnique(self, job):
+        """Free the unique key of a job that completed or was removed
+        (keys held for a period stay until it passes)."""
+        key = job.unique_key
+        if key is None or self._unique is None or \
+                job.unique_until is not None and \
+                job.status == COMPLETED and utils.now() < job.unique_until:
+            return
+        if self._unique.get(key) is job:
+            del self._unique[key]
+
+    def jobCompleted(self, job):
+        """Called by the agent that held `job` when it completes."""
+        self._freeUnique(job)
+
+    def pruneUnique(self, limit=100):
+        """Drop up to `limit` keys whose jobs no longer hold them; returns
+        how many were dropped."""
+        if self._unique is None:
+            return 0
+        stale = []
+        for key, job in self._unique.items():
+            if self.uniqueHolder(key) is None:
+                stale.append(key)
+                if len(stale) >= limit:
+                    break
+        for key in stale:
+            del self._unique[key]
+        return len(stale)
+
+class ParkedJobs:
+    """Jobs set aside because this process cannot run them (see below)."""
+
+    #    # A job this process cannot run -- it cannot be loaded, or its callable
+    # lives in a module that cannot be imported here -- would fail every
+    # claim (claiming writes the job, and storing its broken callable
+    # fails), blocking the queue.  The claim sets it aside instead, without
+    # writing it: it moves from the due tree to ``_parked``, under the same
+    # key, with the reason.  It reads PARKED.  ``unpark`` puts it back
+    # where it was (once its module is installed); ``remove`` drops it.
+    # Neither needs to import the job's module.
+
+    def _parkedKey(self, job):
+        if self._parked is None:
+            return None
+        for tree, key in self._candidates(job):
+            if self._parked.get(key, (None,))[0] is job:
+                return key
+        return None
+
+    def _statusOf(self, job):
+        """PENDING, PARKED, or NEW (removed without being written)."""
+        if self._locate(job) is not None:
+            return interfaces.PENDING
+        if self._parkedKey(job) is not None:
+            return interfaces.PARKED
+        if getattr(job, '_queue_key', None) is None:
+            return interfaces.PENDING
+        return interfaces.NEW
+
+    def _park(self, key, job, reason):
+        del self._jobs[key]
+        self._length.change(-1)
+        if self._parked is None:
+            self._parked = BTrees.OOBTree.OOBTree()
+        self._parked[key] = (job, reason, utils.now())
+        utils.safeLog(utils.log, logging.ERROR,
+                      'queue %r set aside job %s (it reads PARKED; the queue '
+                      'goes on): %s', self.name, _describeOid(job), reason)
+
+    def parked(self):
+        """The parked jobs, oldest first: (job, reason, when) tuples."""
+        if self._parked is None:
+            return []
+        return list(self._parked.values())
+
+    def unpark(self, job):
+        """Put a parked job back in the queue, where it was."""
+        key = self._parkedKey(job)
+        if key is None:
+            raise LookupError('%s is not parked in queue %r'
+                              % (_describeOid(job), self.name))
+        del self._parked[key]
+        self._jobs[key] = job
+        self._length.change(1)
+        self.puts.change(1)
