@@ -16,7 +16,7 @@ from zcasync.web import api
 from zcasync.web.api import ApiError
 from zcasync.web.listing import JobQuery
 
-from web_support import ticking, putJobs, runJobs, startJob  # noqa: F401
+from web_support import putJobs, runJobs, startJob
 
 
 def listAll(root, **kw):

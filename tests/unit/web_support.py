@@ -1,7 +1,7 @@
 """Helpers for the dashboard's unit tests (no tests here).
 
-- ``ticking`` (fixture): a clock that moves 1 ms at every reading, so that
-  every job completes at its own microsecond;
+- ``TickingClock``: moves 1 ms at every reading (the ``ticking`` fixture
+  of conftest.py installs one);
 - ``putJobs(conn, *calls, queue='')``: queue Job(func, *args) per call;
 - ``runJobs(conn)``: run every due job as a worker would (immediate mode:
   claimed by an agent, completed into its ``completed`` collection);
@@ -11,10 +11,7 @@
 import datetime
 import uuid as uuidmodule
 
-import pytest
-
 from zcasync import testing
-from zcasync import utils
 from zcasync.interfaces import KEY
 
 START = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
@@ -34,14 +31,6 @@ class TickingClock:
     def advance(self, seconds):
         self.now += datetime.timedelta(seconds=seconds)
         return self.now
-
-
-@pytest.fixture
-def ticking():
-    clock = TickingClock()
-    utils.setClock(clock)
-    yield clock
-    utils.setClock(None)
 
 
 def putJobs(conn, *calls, queue='', **kw):

@@ -17,10 +17,8 @@ cursor (a queue key, a completion time) and a filtered walk stops after
 """
 import base64
 import datetime
-import heapq
 import json
 import math
-import time
 import types
 
 import ZODB.POSException
@@ -167,7 +165,7 @@ def decodeCursor(text):
                             'it' % (text[:80],)) from None
 
 
-# --- jobs ----------------------------------------------------------------------
+# --- jobs --------------------------------------------------------------------
 
 def jobId(job):
     return '%d@%s' % (ZODB.utils.u64(job._p_oid),
