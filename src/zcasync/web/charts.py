@@ -5,6 +5,7 @@ to ship): ``/charts/throughput.svg``, ``/charts/latency.svg`` and
 Every piece of text is XML-escaped (queue names come from users); the
 page loads the charts as images, where SVG runs no script anyway.
 """
+import math
 from xml.sax.saxutils import escape, quoteattr
 
 WIDTH, HEIGHT = 640, 200
@@ -20,17 +21,21 @@ LABELS = {'completed': 'completed', 'failed': 'failed',
 
 
 def _number(value):
-    if value >= 100:
+    if value >= 1000 or value == int(value):
         return '%d' % round(value)
-    if value >= 10:
-        return '%.1f' % value
-    if value >= 1:
-        return '%.2f' % value
-    if value == 0:
-        return '0'
-    if value >= 0.001:
-        return '%.3f' % value
-    return '%.1e' % value
+    return '%.3g' % value
+
+
+def nice(value):
+    """The smallest of 1, 2, 2.5, 5 times a power of ten >= value (the
+    top of an axis)."""
+    if value <= 0:
+        return 1
+    power = 10 ** math.floor(math.log10(value))
+    for step in (1, 2, 2.5, 5, 10):
+        if step * power >= value * (1 - 1e-9):
+            return step * power
+    return 10 * power
 
 
 def _clock(text):
@@ -118,12 +123,17 @@ def render(name, series):
     scope = 'all queues' if queue is None else 'queue %r' % queue
     count = max(len(series['times']), 1)
     slot = (WIDTH - LEFT - RIGHT) / count
-    minutes = series['bucket_seconds'] / 60.0
-    per = 'per %g min' % minutes if minutes != 1 else 'per minute'
+    width = series['bucket_seconds']
+    if width == 60:
+        per = 'per minute'
+    elif width % 60:
+        per = 'per %d s' % width
+    else:
+        per = 'per %d min' % (width // 60)
     if name == 'throughput':
         done, failed = series['completed'], series['failed']
         canvas = _Canvas('Jobs completed %s (%s)' % (per, scope),
-                         max(done + [0]) * 1.1)
+                         nice(max(done + [1])))
         canvas.frame(series, '')
         canvas.bars(done, COLORS['completed'], slot)
         canvas.bars(failed, COLORS['failed'], slot)
@@ -131,15 +141,15 @@ def render(name, series):
     elif name == 'failures':
         failed = series['failed']
         canvas = _Canvas('Failed jobs %s (%s)' % (per, scope),
-                         max(failed + [0]) * 1.1)
+                         nice(max(failed + [1])))
         canvas.frame(series, '')
         canvas.bars(failed, COLORS['failed'], slot)
         canvas.legend(['failed'])
     elif name == 'latency':
         names = ['wait_p50', 'wait_p95', 'duration_p50', 'duration_p95']
         values = [v for n in names for v in series[n] if v is not None]
-        top = max(values + [0]) * 1.1
-        milli = 0 < top < 1
+        top = nice(max(values + [0]))
+        milli = top < 1
         canvas = _Canvas('Put to start and run time (%s)' % scope, top,
                          1000.0 if milli else 1.0)
         canvas.frame(series, ' ms' if milli else ' s')

@@ -161,7 +161,7 @@
     load: () => get('api/overview'),
     render(data) {
       const t = data.totals;
-      const stamp = Math.floor(Date.now() / 5000);
+      state.chartVersion = (state.chartVersion || 0) + 1;
       const cards = [
         ['pending', t.pending], ['running', (t.running || 0) + ' / ' + (t.capacity || 0)],
         ['completed in the last hour', t.completed_last_hour],
@@ -169,7 +169,8 @@
         ['jobs per minute (last 5 min)', t.throughput_per_minute]];
       return [
         el('h1', {text: 'Overview'}),
-        el('p', {class: 'muted', text: 'database ' + data.database + (data.stats_since ? '; hourly figures complete since ' + data.stats_since : '')}),
+        el('p', {class: 'muted'}, 'database ' + data.database,
+          data.stats_since ? ['; figures of the last hour complete since ', time(data.stats_since)] : null),
         el('div', {class: 'cards', id: 'totals'}, cards.map(([label, value]) =>
           el('div', {class: 'card'}, el('div', {class: 'value', text: value === null ? '-' : value}), el('div', {class: 'label', text: label})))),
         el('h2', {text: 'Queues'}),
@@ -184,12 +185,34 @@
           'no queues yet: a worker creates them when it starts'),
         el('h2', {text: 'Running jobs'}),
         runningTable(data.running),
-        el('h2', {text: 'The last hour'}),
-        el('div', {class: 'charts'}, ['throughput', 'latency', 'failures'].map((name) =>
-          el('img', {src: 'charts/' + name + '.svg?minutes=60&bucket=60&v=' + stamp, alt: name + ' chart', width: 640, height: 200})))
+        el('h2', {}, 'Activity ', rangeSelect()),
+        el('div', {class: 'charts'}, ['throughput', 'latency', 'failures'].map(chart))
       ];
     }
   };
+
+  const RANGES = {'15': 'last 15 minutes (20 s bars)', '60': 'last hour (1 min bars)'};
+
+  function rangeSelect() {
+    const current = sessionStorage.getItem('zcasync-range') || '15';
+    const select = el('select', {'aria-label': 'chart range', class: 'range', onchange: () => {
+      sessionStorage.setItem('zcasync-range', select.value);
+      select.blur();
+      refresh();
+    }}, Object.entries(RANGES).map(([value, label]) => el('option', {value: value, selected: value === current, text: label})));
+    return select;
+  }
+
+  function chart(name) {
+    // the same <img> across renders: it shows the old chart until the new
+    // one has loaded, so a live page does not flicker
+    state.charts = state.charts || {};
+    let img = state.charts[name];
+    if (!img) img = state.charts[name] = el('img', {alt: name + ' chart', width: 640, height: 200});
+    const minutes = sessionStorage.getItem('zcasync-range') || '15';
+    img.src = 'charts/' + name + '.svg?minutes=' + minutes + '&bucket=' + (minutes === '15' ? 20 : 60) + '&v=' + state.chartVersion;
+    return img;
+  }
 
   function runningTable(jobs) {
     return table(['job', 'status', 'call', 'queue', 'agent', 'running for', 'progress', 'status text'],
@@ -285,7 +308,7 @@
       if (s === 'failed') {
         buttons.push(actionButton('Retry', 'primary', () => {
           act('retry', 'api/jobs/' + encodeURIComponent(job.id) + '/retry').then((r) => {
-            state.message = ['queued again as ', jobLink(r.new_job)];
+            state.message = {hash: location.hash, content: ['queued again as ', jobLink(r.new_job)]};
             refresh();
           }).catch(() => null);
         }));
@@ -298,8 +321,7 @@
       const related = (title, jobs) => jobs && jobs.length ? [el('h2', {text: title}),
         el('ul', {}, jobs.map((j) => el('li', {}, jobLink(j.id), ' ', badge(jobState(j)), ' ', el('span', {class: 'call', text: j.call || ''}))))] : null;
       const annotations = Object.entries(job.annotations || {});
-      const message = state.message;
-      state.message = null;
+      const message = state.message && state.message.hash === location.hash ? state.message.content : null;
       return [
         el('h1', {}, 'Job ' + job.id + ' ', badge(s)),
         message ? el('p', {class: 'notice'}, message) : null,
@@ -426,7 +448,10 @@
   document.addEventListener('DOMContentLoaded', () => {
     setupToken();
     get('api').then((index) => { state.actions = index.actions; refresh(); }).catch(() => null);
-    window.addEventListener('hashchange', refresh);
+    window.addEventListener('hashchange', () => {
+      if (state.message && state.message.hash !== location.hash) state.message = null;
+      refresh();
+    });
     document.getElementById('main').addEventListener('focusout', () => {
       if (state.deferred) { state.deferred = false; setTimeout(refresh, 500); }
     });
