@@ -1,7 +1,7 @@
 """Collected values, the table and the JSON document."""
 import json
 
-from benchmarks import support
+from benchmarks import dashboard_bench, support
 
 ZCASYNC, HUEY = 'zcasync', 'huey'
 #: the huey figures that mirror a zcasync row
@@ -115,7 +115,10 @@ def rows(sizes):
          'MB', 1, None),
         ('worker RSS growth', 'rss growth', 'MB', 1, atMost(50)),
         ('worker drain rate in that run', 'rss drain', 'jobs/s', 0, None),
-    ]
+    ] + [('dashboard %s, p95' % label, 'dashboard ' + label, 'ms', 1,
+          atMost(200)) for label, path in dashboard_bench.REQUESTS] + [
+        ('dashboard: slowest first request (cold)',
+         'dashboard first request', 'ms', 1, None)]
 
 
 def _number(value, decimals):
