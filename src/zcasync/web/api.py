@@ -297,7 +297,7 @@ def _policyName(job):
         return None
     if isinstance(factory, str):
         return factory
-    return '%s.%s' % (getattr(factory, '__module__', '?'),
+    return '%s:%s' % (getattr(factory, '__module__', '?'),
                       getattr(factory, '__qualname__', repr(factory)))
 
 

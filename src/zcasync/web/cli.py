@@ -62,8 +62,6 @@ def serveInWorker(db, reactor, address, environ=None):
 
 def runDashboard(args):
     """``zcasync dashboard``: serve until SIGTERM or SIGINT."""
-    from twisted.internet import reactor
-    from twisted.python import log as twisted_log
     import zcasync.configure
     from zcasync import cli_db
     from zcasync.web.server import Dashboard
@@ -72,6 +70,8 @@ def runDashboard(args):
     zcasync.configure.base()
     db = cli_db.openDatabase(args.db, args.connect_timeout, create=False)
     try:
+        from twisted.internet import reactor  # installs the default one
+        from twisted.python import log as twisted_log
         dashboard = Dashboard(db, reactor, token=token)
         port = _listen(dashboard, host, port, '--address')
         dashboard.start()

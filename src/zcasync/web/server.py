@@ -426,6 +426,10 @@ class _Deferring(resource.Resource):
     def _error(self, request, error):
         if isinstance(error, ApiError):
             status, message = error.status, error.message
+        elif type(error).__name__ == 'ClientDisconnected':
+            status = 503
+            message = ('the database server cannot be reached; the '
+                       'dashboard reconnects by itself, try again soon')
         else:
             status = 500
             message = 'internal error (%s); see the dashboard log' % (
