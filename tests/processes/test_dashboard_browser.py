@@ -2,13 +2,14 @@
 by playwright), against a ZEO server, a worker and ``zcasync dashboard``:
 the overview follows a job from pending to running to completed without
 a reload, its progress bar moves, a failed job's traceback shows (its
-``<script>`` inert), and retrying it is refused without the token and
-done with it.
+``<script>`` inert), retrying it is refused without the token and done
+with it, and a page whose event stream fails polls instead.
 
 A screenshot of the overview is saved in the test's folder; with
 ZCASYNC_DOCS_SCREENSHOT=1 also as docs/dashboard.png (README's).
 """
 import os
+import re
 import shutil
 
 import pytest
@@ -135,5 +136,17 @@ def test_the_page_follows_jobs_live_and_retries_with_the_token(
         assert page.evaluate('window.__xss') is None
         assert page.evaluate('window.__marker') == 'no reload'
         assert errors == []
+
+        # without server-sent events the page polls, and still follows
+        polling = browser.new_page()
+        polling.route('**/api/events', lambda route: route.abort())
+        polling.goto('http://127.0.0.1:%d/' % port)
+        live = polling.locator('#live')
+        expect(live).to_have_text('polling', timeout=WAIT)
+        done = polling.locator('#totals .card .value').nth(2)
+        expect(done).to_have_text(re.compile(r'^\d+$'), timeout=WAIT)
+        before = done.inner_text()
+        client.put((webjobs.steps, str(tmp_path), 0))  # done at once
+        expect(done).to_have_text(str(int(before) + 1), timeout=WAIT)
     finally:
         client.close()
