@@ -209,12 +209,14 @@ def test_stopping_gives_back_threads_and_connections(db):
     server = Server(db)
     server.json('/api/overview')  # a pool thread opened a connection
     assert db.getPoolSize() > size
+    assert [t for t in threading.enumerate() if t.name.startswith(
+        'PoolThread-zcasync-web')]
     server.stop()
     assert db.getPoolSize() == size
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
         left = {t.name for t in threading.enumerate()
-                if t.name.startswith('zcasync-web')} - before
+                if 'zcasync-web' in t.name} - before
         if not left:
             break
         time.sleep(0.05)

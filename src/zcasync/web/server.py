@@ -513,10 +513,10 @@ class Api(_Deferring):
             else:
                 raise ApiError(404, 'no action at /api/%s (see /api)'
                                % '/'.join(parts))
+            header = request.getHeader(b'authorization')
             try:
-                actions.checkToken(self.dashboard.token, request.getHeader(
-                    b'authorization') and request.getHeader(
-                        b'authorization').decode('utf-8', 'replace'))
+                actions.checkToken(self.dashboard.token, header and
+                                   header.decode('utf-8', 'replace'))
             except ApiError as e:
                 log.warning('dashboard: refused %s from %s: %s', name,
                             request.getClientAddress().host, e.message)
