@@ -3,11 +3,14 @@ by playwright), against a ZEO server, a worker and ``zcasync dashboard``:
 the overview follows a job from pending to running to completed without
 a reload, its progress bar moves, a failed job's traceback shows (its
 ``<script>`` inert), retrying it is refused without the token and done
-with it, and a page whose event stream fails polls instead.
+with it, a result holding ``<script>`` shows as text, and a page whose
+event stream fails polls instead.
 
 A screenshot of the overview is saved in the test's folder; with
 ZCASYNC_DOCS_SCREENSHOT=1 also as docs/dashboard.png (README's).
 """
+import json
+import operator
 import os
 import re
 import shutil
@@ -146,7 +149,11 @@ def test_the_page_follows_jobs_live_and_retries_with_the_token(
         done = polling.locator('#totals .card .value').nth(2)
         expect(done).to_have_text(re.compile(r'^\d+$'), timeout=WAIT)
         before = done.inner_text()
-        client.put((webjobs.steps, str(tmp_path), 0))  # done at once
+        [result] = map(ident, client.put((operator.add, EVIL, '!')))
         expect(done).to_have_text(str(int(before) + 1), timeout=WAIT)
+        polling.goto('http://127.0.0.1:%d/#/job/%s' % (port, result))
+        expect(polling.locator('pre.result')).to_have_text(
+            json.dumps(EVIL + '!'), timeout=WAIT)  # a result, as text
+        assert polling.evaluate('window.__xss') is None
     finally:
         client.close()
