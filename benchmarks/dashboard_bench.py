@@ -104,13 +104,13 @@ def fill(directory, completed, pending, batch=1000, progress=None):
 
 
 class Dashboard:
-    """``zcasync dashboard`` on the filled database."""
+    """``zcasync dashboard`` on directory/Data.fs, or on `uri`."""
 
-    def __init__(self, directory):
-        path = os.path.join(directory, 'Data.fs')
+    def __init__(self, directory, uri=None):
+        uri = uri or 'file://' + os.path.join(directory, 'Data.fs')
         self.command = support.zcasyncCommand() + [
-            'dashboard', '--db', 'file://' + path, '--address',
-            '127.0.0.1:0', '--log-level', 'WARNING']
+            'dashboard', '--db', uri, '--address', '127.0.0.1:0',
+            '--log-level', 'WARNING']
         self.log = os.path.join(directory, 'dashboard.log')
         self.out = os.path.join(directory, 'dashboard.out')
         with open(self.out, 'wb') as out:
@@ -176,3 +176,49 @@ def measure(directory, failed, requests, progress=None):
     finally:
         dashboard.close()
     return figures
+
+
+def _nextEvent(stream):
+    name = None
+    while True:
+        line = stream.fp.readline().decode()
+        if not line:
+            raise BenchmarkError('the event stream ended')
+        line = line.rstrip('\n')
+        if line.startswith('event: '):
+            name = line[7:]
+        elif line == '' and name is not None:
+            return name
+
+
+def liveLatency(directory, sizes, count, gap=0.3):
+    """Milliseconds from the start of a put (in its own transaction, over
+    ZEO) to the dashboard's ``changed`` event, `count` times: what a page
+    waits before it refetches.  The puts are `gap` seconds apart, more
+    than the events' minimum spacing (``EventStream.MIN_GAP``): closer
+    commits are announced together, at most four times a second."""
+    from benchmarks.zeo_bench import Cluster
+    from zcasync.job import Job
+    cluster = Cluster(directory, 0, sizes)
+    with cluster:
+        dashboard = Dashboard(directory, 'zeo://%s:%d' % cluster.address)
+        try:
+            conn = http.client.HTTPConnection('127.0.0.1', dashboard.port,
+                                              timeout=60)
+            conn.request('GET', '/api/events')
+            stream = conn.getresponse()
+            if _nextEvent(stream) != 'hello':
+                raise BenchmarkError('no hello event from the dashboard')
+            values = []
+            for i in range(count):
+                time.sleep(gap)
+                started = time.perf_counter()
+                cluster.queue.put(Job(jobs.noop))
+                cluster.tm.commit()
+                if _nextEvent(stream) != 'changed':
+                    raise BenchmarkError('an unexpected event')
+                values.append((time.perf_counter() - started) * 1000)
+            conn.close()
+        finally:
+            dashboard.close()
+    return values

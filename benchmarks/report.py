@@ -118,7 +118,11 @@ def rows(sizes):
     ] + [('dashboard %s, p95' % label, 'dashboard ' + label, 'ms', 1,
           atMost(200)) for label, path in dashboard_bench.REQUESTS] + [
         ('dashboard: slowest first request (cold)',
-         'dashboard first request', 'ms', 1, None)]
+         'dashboard first request', 'ms', 1, None),
+        ('dashboard live update: put to event p50 (ZEO)',
+         'dashboard live p50', 'ms', 1, atMost(1000)),
+        ('dashboard live update: put to event p99 (ZEO)',
+         'dashboard live p99', 'ms', 1, atMost(1000))]
 
 
 def _number(value, decimals):

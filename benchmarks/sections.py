@@ -192,6 +192,14 @@ def dashboard(ctx):
                      'in the hour', run + 1, ctx.runs, slowest, which,
                      overview['totals']['pending'],
                      overview['totals']['completed_last_hour'] or 0)
+        values = dashboard_bench.liveLatency(
+            ctx.newDirectory('dashboard-live'), sizes,
+            sizes.dashboard_requests)
+        _latencies(ctx, 'dashboard live', values)
+        ctx.progress('dashboard live update run %d/%d: put to changed '
+                     'event p50 %.1f ms, p99 %.1f ms', run + 1, ctx.runs,
+                     support.percentile(values, 0.5),
+                     support.percentile(values, 0.99))
 
 
 ORDER = [('inprocess', inprocess), ('latency', latency), ('scale', scale),
