@@ -1,7 +1,7 @@
 """Collected values, the table and the JSON document."""
 import json
 
-from benchmarks import support
+from benchmarks import dashboard_bench, support
 
 ZCASYNC, HUEY = 'zcasync', 'huey'
 #: the huey figures that mirror a zcasync row
@@ -125,7 +125,14 @@ def rows(sizes):
          'MB', 1, None),
         ('worker RSS growth', 'rss growth', 'MB', 1, atMost(50)),
         ('worker drain rate in that run', 'rss drain', 'jobs/s', 0, None),
-    ]
+    ] + [('dashboard %s, p95' % label, 'dashboard ' + label, 'ms', 1,
+          atMost(200)) for label, path in dashboard_bench.REQUESTS] + [
+        ('dashboard: slowest first request (cold)',
+         'dashboard first request', 'ms', 1, None),
+        ('dashboard live update: put to event p50 (ZEO)',
+         'dashboard live p50', 'ms', 1, atMost(1000)),
+        ('dashboard live update: put to event p99 (ZEO)',
+         'dashboard live p99', 'ms', 1, atMost(1000))]
 
 
 def _number(value, decimals):

@@ -19,6 +19,7 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SECTIONS = ('inprocess', 'latency', 'scale', 'priority', 'zeo', 'rss',
+            'dashboard',
             'huey')
 
 
@@ -77,9 +78,12 @@ def header(args, sizes, machine):
         'sizes: {:,} jobs per enqueue and drain; {:,} latency jobs; queue '
         'scale at {:,} and {:,} pending ({:,} puts and claims); RSS over '
         '{:,} jobs (one run); agent and worker size {}; poll_interval '
-        '{:g} s'.format(sizes.jobs, sizes.latency_jobs, sizes.scale_small,
-                        sizes.scale_large, sizes.scale_ops, sizes.rss_jobs,
-                        sizes.size, sizes.poll_interval),
+        '{:g} s; dashboard with {:,} completed and {:,} pending jobs, {} '
+        'requests per URL'.format(
+            sizes.jobs, sizes.latency_jobs, sizes.scale_small,
+            sizes.scale_large, sizes.scale_ops, sizes.rss_jobs, sizes.size,
+            sizes.poll_interval, sizes.dashboard_completed,
+            sizes.dashboard_pending, sizes.dashboard_requests),
         'each figure: median of %d run(s)%s' % (
             args.runs, ' [min-max]' if args.runs > 1 else ''),
     ]

@@ -178,6 +178,42 @@ def huey(ctx):
                      support.percentile(values, 0.99))
 
 
+def dashboard(ctx):
+    """Every page, API call and /metrics of ``zcasync dashboard`` on a
+    database with ``dashboard_completed`` completed and
+    ``dashboard_pending`` pending jobs."""
+    from benchmarks import dashboard_bench
+    sizes = ctx.sizes
+    directory = ctx.newDirectory('dashboard')
+    failed = dashboard_bench.fill(directory, sizes.dashboard_completed,
+                                  sizes.dashboard_pending, sizes.fill_batch,
+                                  ctx.progress)
+    for run in range(ctx.runs):
+        figures = dashboard_bench.measure(
+            directory, failed, sizes.dashboard_requests, ctx.progress)
+        overview = figures.pop('~overview')
+        colds = []
+        for label, (cold, warm) in figures.items():
+            ctx.add('dashboard ' + label, support.percentile(warm, 0.95))
+            colds.append((cold, label))
+        slowest, which = max(colds)
+        ctx.add('dashboard first request', slowest)
+        ctx.progress('dashboard run %d/%d: slowest first request %.1f ms '
+                     '(%s); the overview counts %d pending, %d completed '
+                     'in the hour', run + 1, ctx.runs, slowest, which,
+                     overview['totals']['pending'],
+                     overview['totals']['completed_last_hour'] or 0)
+        values = dashboard_bench.liveLatency(
+            ctx.newDirectory('dashboard-live'), sizes,
+            sizes.dashboard_requests)
+        _latencies(ctx, 'dashboard live', values)
+        ctx.progress('dashboard live update run %d/%d: put to changed '
+                     'event p50 %.1f ms, p99 %.1f ms', run + 1, ctx.runs,
+                     support.percentile(values, 0.5),
+                     support.percentile(values, 0.99))
+
+
 ORDER = [('inprocess', inprocess), ('latency', latency), ('scale', scale),
          ('priority', priority),
-         ('zeo', zeo), ('rss', rss), ('huey', huey)]
+         ('zeo', zeo), ('rss', rss), ('dashboard', dashboard),
+         ('huey', huey)]

@@ -28,11 +28,15 @@ class Sizes:
     size: int = 4                # jobs an agent (or huey) runs at once
     poll_interval: float = 5.0
     idle_gap: float = 0.02       # seconds between latency jobs
+    dashboard_completed: int = 100_000  # completed jobs the dashboard shows
+    dashboard_pending: int = 10_000
+    dashboard_requests: int = 20        # timed requests per URL
 
 
 FULL = Sizes()
 QUICK = Sizes(jobs=500, latency_jobs=20, rss_jobs=2_000, scale_small=1_000,
-              scale_large=10_000, scale_ops=200)
+              scale_large=10_000, scale_ops=200, dashboard_completed=5_000,
+              dashboard_pending=1_000, dashboard_requests=5)
 
 
 # --- waiting ---------------------------------------------------------------

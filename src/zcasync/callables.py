@@ -88,10 +88,13 @@ def loadProblem(job):
     A job whose callable (or retry policy factory) lives in a module this
     process cannot import unpickles with a broken stand-in, and storing
     the job again would fail; a job whose state cannot be unpickled at all
-    fails to load."""
+    fails to load.  Errors of the storage itself (a lost connection, a
+    conflict) are not the job's problem: they propagate."""
     try:
         job._p_activate()
     except Exception as e:
+        if isStorageError(e):
+            raise
         return ('it cannot be loaded in this process (%s: %s); fix what its '
                 'stored state needs (usually a module or class that moved), '
                 'then "zcasync retry" it' % (type(e).__name__, e))
@@ -112,3 +115,23 @@ def loadProblem(job):
                     '%s"), then "zcasync retry" the job'
                     % (what, name, module, module))
     return None
+
+
+#: Base classes, by qualified name, of the errors of storages' database
+#: drivers (so that the drivers need not be installed).
+DRIVER_ERRORS = ('psycopg2.Error', 'relstorage.adapters.interfaces.'
+                 'ReplicaClosedException')
+
+
+def isStorageError(error):
+    """Whether `error` comes from the storage (transient: a lost
+    connection, a conflict, an unavailable server) rather than from what
+    a stored object refers to."""
+    import transaction.interfaces
+    import ZODB.POSException
+    if isinstance(error, (transaction.interfaces.TransientError,
+                          ZODB.POSException.StorageError, OSError)):
+        return True
+    names = {'%s.%s' % (k.__module__, k.__name__)
+             for k in type(error).__mro__}
+    return not names.isdisjoint(DRIVER_ERRORS)

@@ -1,12 +1,13 @@
 """The ``zcasync`` command (also ``python -m zcasync``).
 
 Sub-commands: ``worker`` (run a dispatcher in the foreground), ``server``
-(a ZEO server on a FileStorage), ``put`` (queue a job), ``status``,
-``jobs``, ``job``, ``cancel``, ``retry``, ``schedules``, ``queue`` and
-``prune``.  The work is done by ``cli_worker``, ``cli_jobs`` and
-``cli_schedules``; this module builds the argument parser,
-reads ``ZCASYNC_*`` environment variables and turns every problem into a
-one-line error and a distinct exit code (``cli_common``).
+(a ZEO server on a FileStorage), ``dashboard`` (the web pages, API and
+metrics, in ``zcasync.web``), ``put`` (queue a job), ``status``,
+``jobs``, ``job``, ``cancel``, ``retry``, ``schedules``, ``queue``,
+``prune`` and ``pg-notify``.  The work is done by ``cli_worker``,
+``cli_jobs``, ``cli_schedules`` and ``cli_db``; this module builds the
+argument parser, reads ``ZCASYNC_*`` environment variables and turns every
+problem into a one-line error and a distinct exit code (``cli_common``).
 
 Every option can also come from the environment: ``--poll-interval`` from
 ``ZCASYNC_POLL_INTERVAL``, ``--db`` from ``ZCASYNC_DB`` and so on (options
@@ -45,6 +46,7 @@ examples:
   zcasync status --db zeo://127.0.0.1:8100
   zcasync jobs failed --db zeo://127.0.0.1:8100 --limit 20
   zcasync job 1234@unnamed --db zeo://127.0.0.1:8100 --json
+  zcasync dashboard --db zeo://127.0.0.1:8100 --address 127.0.0.1:8080
   export ZCASYNC_DB=postgres://postgres@db.example:5432/zcasync
   zcasync worker --queue reports --uuid-file /var/lib/zcasync/w1.uuid
 
@@ -78,9 +80,9 @@ class Options:
         self.parser = parser
         self.environ = environ
 
-    def add(self, *flags, **kw):
+    def add(self, *flags, env=None, **kw):
         long_flag = [f for f in flags if f.startswith('--')][0]
-        name = 'ZCASYNC_' + long_flag[2:].upper().replace('-', '_')
+        name = env or 'ZCASYNC_' + long_flag[2:].upper().replace('-', '_')
         kw['help'] = '%s [env %s]' % (kw.get('help', ''), name)
         raw = self.environ.get(name)
         if raw is not None:
@@ -195,7 +197,27 @@ def buildParser(environ):
     o.add('--uuid-file', metavar='PATH',
           help='file holding this worker\'s UUID, created if missing; one '
           'per worker (default: $ZC_ASYNC_UUID, else ./uuid.txt)')
+    o.add('--http', metavar='HOST:PORT', help='also serve the dashboard '
+          '(pages, /api, /metrics) here; actions need '
+          'ZCASYNC_DASHBOARD_TOKEN')
     p.set_defaults(run='worker')
+
+    p = _sub(sub, 'dashboard', 'serve the web dashboard, JSON API and '
+             'Prometheus metrics', 'Serve live pages, /api/... and /metrics '
+             'until SIGTERM/SIGINT. Read-only unless a token is given; '
+             'actions (retry, cancel, resize, prune) need it in an '
+             '"Authorization: Bearer TOKEN" header.')
+    o = Options(p, environ)
+    _common(o, log_default=logging.INFO)
+    o.add('--address', default='127.0.0.1:8080', metavar='HOST:PORT',
+          help='where to listen (default %(default)s; port 0 picks one and '
+          'prints it)')
+    o.add('--token', env='ZCASYNC_DASHBOARD_TOKEN', metavar='TOKEN',
+          help='allow actions to requests that send this token')
+    o.add('--import', dest='imports', action='append', metavar='MODULE',
+          help='a module to import first, e.g. the one defining the job '
+          'functions (repeatable)')
+    p.set_defaults(run='dashboard')
 
     p = _sub(sub, 'server', 'run a ZEO server on a FileStorage',
              'Serve a FileStorage over ZEO in the foreground until '
@@ -403,6 +425,12 @@ def run(args):
     if args.run == 'server':
         from zcasync import cli_worker
         return cli_worker.runServer(args)
+    if args.run == 'dashboard':
+        from zcasync import cli_worker
+        from zcasync.web import cli as web_cli
+        cli_worker.setupLogging(args.log_level)
+        cli_worker.importModules(args.imports or ())
+        return web_cli.runDashboard(args)
     if args.log_level is None:
         logging.getLogger().addHandler(logging.NullHandler())
     else:
@@ -433,9 +461,9 @@ def main(argv=None, environ=None):
         args = parser.parse_args(_preprocess(argv))
         if not getattr(args, 'run', None):
             raise CommandError(
-                'choose a command: worker, server, put, status, jobs, job, '
-                'cancel, retry, schedules, queue or prune (see "zcasync '
-                '--help")', EXIT_USAGE)
+                'choose a command: worker, server, dashboard, put, status, '
+                'jobs, job, cancel, retry, schedules, queue, prune or '
+                'pg-notify (see "zcasync --help")', EXIT_USAGE)
         prog = 'zcasync ' + args.command
         return run(args)
     except CommandError as e:

@@ -259,6 +259,9 @@ class Worker:
         self.attach(Dispatcher(self.db, reactor,
                                poll_interval=self.args.poll_interval,
                                uuid=self.uuid), reactor)
+        if getattr(self.args, 'http', None):
+            from zcasync.web.cli import serveInWorker
+            serveInWorker(self.db, reactor, self.args.http)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._signalled)
         self.dispatcher.activate()

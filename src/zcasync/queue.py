@@ -454,6 +454,15 @@ class Queue(UniqueKeys, ParkedJobs, persistent.Persistent):
         return itertools.chain(self._jobs.values(),
                                self._scheduled.values())
 
+    def pendingItems(self, after=None):
+        """(key, job) of the pending jobs in claim order -- due jobs, then
+        jobs scheduled for later -- starting after the key `after` (keys
+        are bytes that sort across both trees: a cursor for paging)."""
+        kw = {} if after is None else {'min': after, 'excludemin': True}
+        yield from self._jobs.items(**kw)
+        if self._scheduled is not None:
+            yield from self._scheduled.items(**kw)
+
     def __getitem__(self, index):
         if index < 0:
             index += len(self)

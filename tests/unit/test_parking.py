@@ -210,3 +210,37 @@ def test_a_scheduled_poison_job_is_parked_when_due(poisonedLater, clock):
         queue.remove(poison)
         conn.transaction_manager.commit()
         assert len(queue) == 0 and poison.status == interfaces.NEW
+
+
+def test_a_storage_error_while_loading_is_not_a_reason_to_park(queue, conn):
+    """A lost database connection in the middle of a claim's walk is the
+    storage's problem, not the job's: the claim fails (and is tried again
+    at the next poll); nothing is parked."""
+    import ZODB.POSException
+    from zcasync.callables import isStorageError
+
+    class OperationalError(Exception):
+        pass
+    OperationalError.__module__ = 'psycopg2'
+
+    class Error(Exception):
+        pass
+    Error.__module__ = 'psycopg2'
+    LostConnection = type('OperationalError', (Error,), {})
+    assert isStorageError(ZODB.POSException.ConflictError())
+    # an object missing from the storage will not come back: park
+    assert not isStorageError(ZODB.POSException.POSKeyError(b'\0' * 8))
+    assert isStorageError(LostConnection('server closed the connection'))
+    assert isStorageError(ConnectionResetError())
+    assert not isStorageError(ImportError('No module named x'))
+    assert not isStorageError(AttributeError('x'))
+
+    job = queue.put(Job(len, 'abc'))
+    conn.transaction_manager.commit()
+    job._p_deactivate()
+
+    def failing():
+        raise LostConnection('server closed the connection unexpectedly')
+    job._p_activate = failing
+    with pytest.raises(LostConnection):
+        loadProblem(job)

@@ -151,9 +151,9 @@ def test_put_refuses_a_naive_begin_after(queue):
 
 
 def test_put_sets_the_assigner_uuid(queue):
+    uuid = instanceuuid.getUUID()  # as a process running a dispatcher does
     job = queue.put(Job(double, 1))
-    assert instanceuuid.UUID is not None  # this process runs dispatchers
-    assert job.assignerUUID == instanceuuid.UUID
+    assert uuid is not None and job.assignerUUID == uuid
 
 
 def test_a_producer_needs_no_instance_uuid(queue, tmp_path, monkeypatch):
