@@ -600,6 +600,16 @@ class ChaosRun:
         invariants.checkDeaths(report, self.deathsDeclared(), uuids,
                                self.faults)
         report.notes.append('logs: %s' % self.directory)
+        if report.violations:
+            # the logs may not outlive the test's temporary directory:
+            # show the end of every worker's log with the failure
+            for worker in self.workers:
+                lines = [line for line in worker.process.text().splitlines()
+                         if ' DEBUG ' not in line and
+                         ' succeeded in thread ' not in line]
+                report.notes.append('--- %s (pid %d), last lines:\n%s' % (
+                    worker.process.name, worker.process.pid,
+                    '\n'.join(line[:300] for line in lines[-25:])))
         return report
 
     def deathsDeclared(self):
