@@ -123,9 +123,10 @@ def callText(job):
             name = '%s.%s' % (label, getattr(func, '__name__', '?'))
         else:
             name = _name(func) or utils.shortRepr(func, 80)
-        args = [utils.shortRepr(a, 60) for a in job.args]
+        positional, keywords = job.callArguments()
+        args = [utils.shortRepr(a, 60) for a in positional]
         args += ['%s=%s' % (k, utils.shortRepr(v, 60))
-                 for k, v in (job._kwargs or {}).items()]
+                 for k, v in keywords.items()]
         return '%s(%s)' % (name, ', '.join(args))
     except Exception:
         return repr(job)
@@ -169,7 +170,7 @@ def describe(job, full=False):
         'assigner': str(job.assignerUUID) if job.assignerUUID else None,
         'callbacks': len(job.callbacks),
         'annotations': {str(k): jsonable(v)
-                        for k, v in job.annotations.items()},
+                        for k, v in job.peekAnnotations().items()},
     })
     if utils.isFailure(result):
         info['result'] = None
@@ -541,8 +542,11 @@ def runCancel(args):
                 info = describe(job)
                 # a parked job, or one whose module cannot be imported
                 # here, is removed without being written
+                storable = job.loadProblem() is None
                 parent.remove(job)
-                job.annotations['zcasync.cancelled'] = isoTime(utils.now())
+                if storable or job.peekAnnotations():
+                    job.annotations['zcasync.cancelled'] = isoTime(
+                        utils.now())
                 info['status'] = statusName(job)
                 info['cancelled_from'] = parent.name
     if args.json:
@@ -593,7 +597,8 @@ def runRetry(args):
                         'cannot retry job %s: it belongs to no queue (a '
                         'callback runs with its parent job)' % args.id,
                         EXIT_REFUSED)
-                new = Job(job.callable, *job.args, **dict(job._kwargs or {}))
+                positional, keywords = job.callArguments()
+                new = Job(job.callable, *positional, **keywords)
                 new.quota_names = [n for n in job.quota_names
                                    if n in queue.quotas]
                 new.failure_log_level = job.failure_log_level

@@ -17,7 +17,6 @@ retries, inner jobs, Deferreds, callbacks -- is in ``zcasync.lifecycle``.
 """
 import logging
 
-import BTrees.OOBTree
 import persistent
 import persistent.list
 import persistent.mapping
@@ -25,6 +24,7 @@ import ZODB.utils
 import zope.interface
 
 from zcasync import interfaces
+from zcasync import lazydata
 from zcasync import lifecycle
 from zcasync import retry
 from zcasync.callables import (  # noqa: F401 (loadProblem: this API)
@@ -63,9 +63,15 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
     #: set by Queue.put(unique_key=..., unique_for=...)
     unique_key = None
     unique_until = None
-    # created on first use: most jobs have no keyword arguments and no
-    # callbacks, and every persistent sub-object costs a write and a load
-    _kwargs = None
+    # Stored in the job's own record until something asks for the mutable
+    # API (``args``, ``kwargs``, ``annotations``): every persistent
+    # sub-object costs a write at the put and a load (a round trip over ZEO
+    # or PostgreSQL) when the job runs.  The annotations are created when
+    # the job starts at the latest, so that live annotations written while
+    # it runs never write the job itself.
+    _args = ()  # a tuple, or the PersistentList ``args`` made of it
+    _kwargs = None  # None, a dict, or the PersistentMapping ``kwargs`` made
+    _annotations = None
     _callbacks = None
     parent = None
     active_start = None
@@ -81,10 +87,21 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
 
     def __init__(self, callable, /, *args, **kwargs):
         self.callable = callable
-        self.args = persistent.list.PersistentList(args)
+        self._args = args
         if kwargs:
-            self._kwargs = persistent.mapping.PersistentMapping(kwargs)
-        self.annotations = BTrees.OOBTree.OOBTree()
+            self._kwargs = kwargs
+
+    def __setstate__(self, state):
+        # jobs stored with ``args`` and ``annotations`` as sub-objects
+        # (zcasync before 0.1, and zc.async)
+        if isinstance(state, dict) and ('args' in state or
+                                        'annotations' in state):
+            state = dict(state)
+            if 'args' in state:
+                state['_args'] = state.pop('args')
+            if 'annotations' in state:
+                state['_annotations'] = state.pop('annotations')
+        super().__setstate__(state)
 
     # -- attributes ------------------------------------------------------
 
@@ -106,14 +123,60 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
         self._callable_root, self._callable_name = splitCallable(value)
 
     @property
+    def args(self):
+        """The positional arguments, a PersistentList (stored in the job's
+        own record until changed: see ``zcasync.lazydata``)."""
+        if isinstance(self._args, persistent.list.PersistentList):
+            return self._args
+        return lazydata.view(self, '_args', lazydata.ArgsList, self._args)
+
+    @args.setter
+    def args(self, value):
+        self._args = persistent.list.PersistentList(value)
+
+    @property
     def kwargs(self):
-        if self._kwargs is None:
-            self._kwargs = persistent.mapping.PersistentMapping()
-        return self._kwargs
+        """The keyword arguments, a PersistentMapping (stored in the job's
+        own record until changed)."""
+        if isinstance(self._kwargs, persistent.mapping.PersistentMapping):
+            return self._kwargs
+        return lazydata.view(self, '_kwargs', lazydata.KwargsMapping,
+                             self._kwargs or {})
 
     @kwargs.setter
     def kwargs(self, value):
         self._kwargs = persistent.mapping.PersistentMapping(value)
+
+    @property
+    def annotations(self):
+        """A BTree for metadata (made on its first change, or when the job
+        starts; reading it before writes nothing)."""
+        if self._annotations is not None:
+            return self._annotations
+        lazy = self.__dict__.get('_v_annotations')
+        if lazy is None:
+            lazy = self.__dict__['_v_annotations'] = \
+                lazydata.LazyAnnotations(self)
+        return lazy
+
+    @annotations.setter
+    def annotations(self, value):
+        self._annotations = value
+
+    def callArguments(self):
+        """(args tuple, kwargs dict) as stored, without making the mutable
+        ``args``/``kwargs`` (reading them writes nothing)."""
+        return tuple(self._args), dict(self._kwargs or {})
+
+    def loadProblem(self):
+        """Why this process cannot run or store this job (see
+        ``zcasync.callables.loadProblem``), or None."""
+        return loadProblem(self)
+
+    def peekAnnotations(self):
+        """The annotations if any were made, else an empty mapping
+        (reading them writes nothing)."""
+        return self._annotations if self._annotations is not None else {}
 
     @property
     def callbacks(self):
@@ -235,7 +298,7 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
                     ZODB.utils.u64(oid), utils.databaseName(self))
             call = describeCallable(self._callable_root,
                                      self._callable_name)
-            args = [utils.shortRepr(a, 60) for a in self.args]
+            args = [utils.shortRepr(a, 60) for a in self._args]
             args.extend('%s=%s' % (k, utils.shortRepr(v, 60))
                         for k, v in (self._kwargs or {}).items())
             return '<%s.%s %s ``%s(%s)``>' % (

@@ -28,6 +28,7 @@ import random
 import secrets
 import time
 
+import BTrees.OOBTree
 import transaction
 import transaction.interfaces
 import twisted.internet.defer
@@ -160,6 +161,10 @@ class JobLifeCycle:
         self._status = ACTIVE
         self.active_start = utils.now()
         self._run_token = token
+        # live annotations written while the job runs must find the tree
+        # (making it then would write the running job: a conflict)
+        if self._annotations is None:
+            self._annotations = BTrees.OOBTree.OOBTree()
         return token
 
     def _markActive(self, tm):
@@ -268,7 +273,7 @@ class JobLifeCycle:
             raise
 
     def _invoke(self, args, kwargs):
-        call_args = list(self.args)
+        call_args = list(self._args)
         call_args.extend(args)
         call_kwargs = dict(self._kwargs or ())
         call_kwargs.update(kwargs)

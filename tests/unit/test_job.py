@@ -232,12 +232,57 @@ def test_args_and_kwargs_are_persistent_and_mutable_before_the_run(
 
 def test_annotations_are_stored(conn, db):
     job = store(conn, Job(multiply, 1, 2))
-    assert isinstance(job.annotations, BTrees.OOBTree.OOBTree)
+    assert len(job.annotations) == 0 and 'app.note' not in job.annotations
     job.annotations['app.note'] = {'owner': 'me'}
+    assert isinstance(job.annotations, BTrees.OOBTree.OOBTree)
     conn.transaction_manager.commit()
     with support.otherConnection(db) as other:
         assert other.root()['job'].annotations['app.note'] == {
             'owner': 'me'}
+
+
+def readArgs(job):
+    """An agent filter: reads the arguments and annotations."""
+    return job.args[0] == 1 and 'x' not in job.annotations and \
+        job.kwargs.get('k') is None
+
+
+def test_reading_args_kwargs_and_annotations_writes_nothing(conn, db):
+    """Arguments and annotations stay in the job's own record until they
+    change (zcasync.lazydata): reading them -- as an agent's filter does
+    in every claim -- must not write the job (two claimers would
+    conflict), and the first change makes them stored sub-objects."""
+    job = store(conn, Job(multiply, 1, 2))
+    assert readArgs(job)
+    assert not job._p_changed
+    assert list(job.args) == [1, 2] and dict(job.kwargs) == {}
+    assert not job._p_changed
+    # a sub-object costs a write at the put and a load at the run: none
+    assert type(job._args) is tuple and job._annotations is None
+    args = job.args
+    args.append(3)
+    assert job._p_changed and job.args is args
+    assert type(job.args) is persistent.list.PersistentList
+    job.kwargs['k'] = 'v'
+    assert type(job.kwargs) is persistent.mapping.PersistentMapping
+    conn.transaction_manager.commit()
+    with support.otherConnection(db) as other:
+        stored = other.root()['job']
+        assert list(stored.args) == [1, 2, 3]
+        assert dict(stored.kwargs) == {'k': 'v'}
+
+
+def test_jobs_stored_with_sub_objects_still_load(conn, db):
+    """A job record written with ``args`` and ``annotations`` attributes
+    (zc.async, and zcasync before arguments were kept inline) loads."""
+    job = store(conn, Job(multiply, 3, 4))
+    state = job.__getstate__()
+    state = dict(state)
+    state['args'] = persistent.list.PersistentList(state.pop('_args'))
+    state['annotations'] = BTrees.OOBTree.OOBTree({'old': 1})
+    job.__setstate__(state)
+    assert list(job.args) == [3, 4] and job.annotations['old'] == 1
+    assert job() == 12
 
 
 def test_begin_after_naive_is_refused():

@@ -64,7 +64,8 @@ def retry(conn, job_id, body):
         raise ApiError(409, 'cannot retry job %s: it belongs to no queue (a '
                             'callback runs with its parent job)' % job_id)
     try:
-        new = Job(job.callable, *job.args, **dict(job.kwargs))
+        positional, keywords = job.callArguments()
+        new = Job(job.callable, *positional, **keywords)
     except (TypeError, ValueError) as e:
         raise ApiError(409, 'cannot retry job %s: its callable cannot be '
                             'stored again here (%s); start the dashboard '
@@ -89,8 +90,10 @@ def cancel(conn, job_id, body):
                             'job that no worker claimed yet can be '
                             'cancelled' % (job_id,
                                            api.statusName(job.status)))
+    storable = job.loadProblem() is None
     parent.remove(job)
-    job.annotations['zcasync.cancelled'] = api.iso(utils.now())
+    if storable or job.peekAnnotations():
+        job.annotations['zcasync.cancelled'] = api.iso(utils.now())
     return {'action': 'cancel', 'job': api.jobId(job),
             'queue': parent.name}
 

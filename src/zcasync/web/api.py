@@ -282,7 +282,7 @@ def _summary(job, now):
         if info['failed']:
             info['error'] = _errorText(result)
     elif status in HELD:
-        annotations = job.annotations
+        annotations = job.peekAnnotations()
         info['progress'] = progressOf(annotations.get(PROGRESS))
         text = annotations.get(STATUS_TEXT)
         if text is not None:
@@ -322,17 +322,17 @@ def jobDetail(job, now=None):
     """Everything the job page shows."""
     now = now or utils.now()
     info = _summary(job, now)
-    annotations = job.annotations
+    annotations = job.peekAnnotations()
     shown = {}
     for i, (key, value) in enumerate(annotations.items()):
         if i >= ANNOTATION_LIMIT:
             break
         shown[str(key)] = display(value)
     info['progress'] = progressOf(annotations.get(PROGRESS))
-    kwargs = dict(job.kwargs)
+    positional, kwargs = job.callArguments()
     info.update({
         'repr': repr(job),
-        'args': [display(a) for a in job.args],
+        'args': [display(a) for a in positional],
         'kwargs': {str(k): display(v) for k, v in kwargs.items()},
         'begin_by_seconds': seconds(job.begin_by),
         'quota_names': list(job.quota_names),
@@ -354,10 +354,10 @@ def jobDetail(job, now=None):
     callbacks = list(job.callbacks)
     info['callbacks'] = [jobSummary(c, now) for c in callbacks]
     info['children'] = [jobSummary(c, now) for c in
-                        _jobsIn(list(job.args) + list(kwargs.values()))]
+                        _jobsIn(list(positional) + list(kwargs.values()))]
     reports = []
     for callback in callbacks:
-        for other in _jobsIn(callback.args):
+        for other in _jobsIn(callback.callArguments()[0]):
             if other is not job and other not in reports:
                 reports.append(other)
     info['reports_to'] = [jobSummary(o, now) for o in reports]
