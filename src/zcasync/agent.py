@@ -266,6 +266,30 @@ class Agent(persistent.Persistent):
             self._add(job)
         return job
 
+    def claimAhead(self, count):
+        """Claim up to `count` more jobs beyond ``size``, held (not
+        started) for the dispatcher's threads to start as they free up:
+        from the front of the queue only, and only jobs without quotas (a
+        job waiting here would hold its quota's room); none for an agent
+        with a chooser.  Returns the jobs."""
+        if self.chooser is not None or count <= 0:
+            return []
+        queue = self.queue
+        if queue is None:
+            return []
+        accept = self.filter
+
+        def ahead(job):
+            return not job.quota_names and (accept is None or accept(job))
+        claimed = []
+        while len(claimed) < count:
+            job = queue.claim(ahead, front=True)
+            if job is None:
+                break
+            self._add(job)
+            claimed.append(job)
+        return claimed
+
     def jobCompleted(self, job):
         self._release(job)
         queue = self.queue

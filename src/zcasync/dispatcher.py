@@ -29,6 +29,7 @@ import datetime
 import logging
 import random
 import threading
+import time
 
 import transaction
 import transaction.interfaces
@@ -55,11 +56,18 @@ class Dispatcher(QueuePolls):
 
     #: Seconds ``deactivate()`` waits for worker threads to finish.
     join_timeout = 5.0
+    #: Jobs claimed ahead per agent, as a multiple of its size (see
+    #: ``zcasync.polling``): the claims of a poll serve several jobs, and
+    #: each job then costs one commit.  0 claims only for idle threads.
+    prefetch_factor = 8
 
-    def __init__(self, db, reactor, poll_interval=5, uuid=None):
+    def __init__(self, db, reactor, poll_interval=5, uuid=None,
+                 prefetch=None):
         self.db = db
         self.reactor = reactor
         self.poll_interval = poll_interval
+        #: jobs claimed ahead per agent (None: prefetch_factor x its size)
+        self.prefetch = prefetch
         self.UUID = uuid if uuid is not None else instanceuuid.UUID
         self.polls = PollHistory()
         self.activated = None
@@ -90,6 +98,7 @@ class Dispatcher(QueuePolls):
         self._next_ping = None  # the soonest ping due, over all queues
         self._reconcile = False  # a run was lost: reconcile at next poll
         self._failures = 0  # polls failed in a row
+        self._settle_asked = False
         self.deaths = liveness.DeathWatch(poll_interval)
 
     # -- life cycle ------------------------------------------------------
@@ -292,8 +301,49 @@ class Dispatcher(QueuePolls):
         return 0 if not self._urgent.isdisjoint(oids) else self.room_delay
 
     def _pollSoon(self, delay):
-        if self.activated and self.conn is not None:
-            self._schedule(delay)
+        if not self.activated or self.conn is None:
+            return
+        call = self._next_call
+        if call is not None and call.active() and \
+                call.getTime() <= self._reactorTime() + delay:
+            return  # a poll comes as soon already
+        self._schedule(delay)
+
+    def _reactorTime(self):
+        seconds = getattr(self.reactor, 'seconds', None)
+        return seconds() if seconds is not None else time.time()
+
+    def prefetchFor(self, size):
+        """How many jobs to claim ahead for an agent of `size`."""
+        if self.prefetch is not None:
+            return self.prefetch
+        return self.prefetch_factor * size
+
+    @property
+    def claiming(self):
+        """Whether polls claim jobs; False (a graceful stop) also gives
+        back the jobs claimed ahead and not started."""
+        return self._claiming
+
+    @claiming.setter
+    def claiming(self, value):
+        self._claiming = bool(value)
+        if not value and getattr(self, 'runner', None) is not None:
+            for pool in list(self.runner.pools.values()):
+                pool.dropBuffer()
+            if self.activated and self.conn is not None:
+                self._reconcileSoon()
+
+    def _settleSoon(self):
+        """(any thread) Runs ended: settle them (and claim) soon, once."""
+        with self._invalidation_lock:
+            if self._settle_asked:
+                return
+            self._settle_asked = True
+        try:
+            self.reactor.callFromThread(self._pollSoon, self.room_delay)
+        except Exception:
+            pass  # the reactor is gone; the heartbeat settles anyway
 
     def _reconcileSoon(self):
         """(any thread) A run ended without finishing its job: compare
@@ -317,6 +367,7 @@ class Dispatcher(QueuePolls):
         with self._invalidation_lock:
             self._polling = True
             self._soon = None
+            self._settle_asked = False
         self._next_due = None
         self._next_ping = None
         now = utils.now()

@@ -167,10 +167,12 @@ class JobLifeCycle:
             self._annotations = BTrees.OOBTree.OOBTree()
         return token
 
-    def _markActive(self, tm):
-        """Start a run: mark the job ACTIVE under a new token, committed;
-        returns the token."""
-        token = _newToken()
+    def _markActive(self, tm, token=None, check=None):
+        """Start a run: mark the job ACTIVE under a new token (or
+        `token`), committed; returns the token.  `check()`, called before
+        each attempt, raises BadStatusError when the job is no longer the
+        caller's to start."""
+        token = token or _newToken()
 
         def apply():
             if self._status == ACTIVE and self._run_token == token:
@@ -178,6 +180,8 @@ class JobLifeCycle:
             if self._status != NEW:
                 raise interfaces.BadStatusError(
                     '%r is %s: another process took it' % (self, self.status))
+            if check is not None:
+                check()
             self._start(token)
         self._commitOwned(tm, _UNCHECKED, apply)
         return token
@@ -224,8 +228,10 @@ class JobLifeCycle:
                 waiting = self._setResult(res, token)
                 if not waiting and not self._callbacks:
                     # nothing to call back: result and completion in one
-                    # commit (a concurrent addCallback conflicts with it)
+                    # commit (a concurrent addCallback conflicts with it);
+                    # a dispatcher may start its next job in it too
                     self._markCompleted()
+                    threadlocal.beforeFinalCommit(self)
                 self._commit(tm)
             except Exception:
                 failure = utils.makeFailure()
@@ -417,7 +423,9 @@ class JobLifeCycle:
         if self._callbacks is not None:
             self._callbacks._p_changed = True
         agent = self.agent
-        if agent is not None and self.parent is agent:
+        if agent is not None and self.parent is agent and \
+                not threadlocal.settlesLater():
+            # (under a dispatcher, its next poll does this, batched)
             agent.jobCompleted(self)
 
     def _runCallback(self, callback):

@@ -13,9 +13,13 @@ thread):
 3. *reconcile* (at each heartbeat, and at once when a worker thread lost a
    run): hand back every job an agent holds that no run of this process
    will finish (``zcasync.runner``);
-4. *claim*: for each agent with room, claim jobs and mark them ACTIVE in
-   one commit, each under a new run token, then hand the runs to the
-   agent's worker threads;
+4. *settle and claim*: for each agent, the bookkeeping of the jobs that
+   completed in this process since the last poll (a worker's own commit
+   writes only its job), then, for idle threads, claims marked ACTIVE in
+   the same commit, each under a new run token; and jobs claimed ahead
+   (held by the agent, not started) that the threads start one by one,
+   each in the commit that completes their previous job -- one commit per
+   job in steady state (``zcasync.runner``);
 5. *schedules*: fire the due ticks of periodic jobs, each tick claimed
    in one commit with its job (``zcasync.schedules``);
 6. remember what, when a commit changes it, calls for the next poll.
@@ -33,7 +37,7 @@ import transaction.interfaces
 from zcasync import interfaces
 from zcasync import liveness
 from zcasync import utils
-from zcasync.interfaces import ACTIVE, CALLBACKS
+from zcasync.interfaces import ACTIVE, CALLBACKS, COMPLETED, NEW
 from zcasync.runner import Run
 
 
@@ -68,12 +72,16 @@ class QueuePolls:
         urgent.add(registry._data._p_oid)
         everyone = len(queue.quotas) > 0
         for uuid, agents in registry.items():
-            if uuid != self.UUID and not everyone:
-                continue
-            watched.add(agents._agents._p_oid)
-            for agent in agents.values():
-                watched.add(agent._p_oid)
-                watched.add(agent._jobs._p_oid)
+            if uuid == self.UUID:
+                # (this process's own runs tell it when they end)
+                watched.add(agents._agents._p_oid)
+                for agent in agents.values():
+                    watched.add(agent._p_oid)
+            elif everyone:
+                # a job of another dispatcher completing frees quota room:
+                # its completed count changes at any size of its agent
+                for agent in agents.values():
+                    watched.add(agent.completed._length._p_oid)
         self._noteDue(queue.nextDue())
         schedules = queue.existingSchedules()
         if schedules is not None:
@@ -167,6 +175,20 @@ class QueuePolls:
             return
         self._noteDue(soonest)
 
+    def _settle(self, agent, finished):
+        """The agent's bookkeeping of the jobs whose runs ended in this
+        process since the last poll (their own commits wrote only the
+        job): a completed job still held leaves its slot for the completed
+        collection.  Batched here, with the claims, in one commit."""
+        settled = 0
+        for job_id in finished:
+            oid, database_name = job_id
+            job = self._getConnection(database_name).get(oid)
+            if job._status == COMPLETED and job.parent is agent:
+                agent.jobCompleted(job)
+                settled += 1
+        return settled
+
     def _reconcileAgent(self, agents, agent):
         """Hand back every job `agent` holds that no run of this process
         will finish (see the module docstring); returns how many."""
@@ -177,10 +199,12 @@ class QueuePolls:
             token = job._run_token
             if status in (ACTIVE, CALLBACKS) and token in known:
                 held.add(token)
+            elif status == NEW and utils.jobId(job) in known:
+                pass  # claimed ahead, not started yet
             else:
                 lost.append(job)
         for job in lost:
-            if job._status in (ACTIVE, CALLBACKS, interfaces.NEW):
+            if job._status in (ACTIVE, CALLBACKS, NEW):
                 utils.safeLog(
                     utils.log, logging.WARNING,
                     'dispatcher %s: no worker thread runs %r (%s), held by '
@@ -190,45 +214,64 @@ class QueuePolls:
         self.runner.forget(held)
         return len(lost)
 
+    def _claimAhead(self, agent, pool):
+        """Jobs to claim beyond the agent's size, for its threads to start
+        as they free up (each in the commit that ends their previous job):
+        refilled in batches, when half the buffer is used."""
+        prefetch = self.prefetchFor(agent.size)
+        buffered = pool.buffered()
+        claimAhead = getattr(agent, 'claimAhead', None)
+        if not prefetch or claimAhead is None or buffered > prefetch // 2:
+            return []
+        return claimAhead(prefetch - buffered)
+
     def _pollAgent(self, tm, queue_name, agents, agent_name, agent, poll):
         pool = self.runner.pool(queue_name, agent_name)
         pool.setSize(agent.size)
+        finished = pool.takeFinished()
         record = {'size': agent.size, 'len': len(agent), 'error': None,
                   'new jobs': [], 'active jobs': pool.activeJobIds()}
-        claimed = []
+        claimed, ahead = [], []
         try:
-            if self._known is not None and self._reconcileAgent(agents,
-                                                                agent):
-                tm.commit()
+            changed = self._settle(agent, finished)
+            if self._known is not None:
+                changed += self._reconcileAgent(agents, agent)
+            if changed:
                 record['len'] = len(agent)
-            if not self.claiming:
-                return record
-            while True:
-                job = agent.claimJob()
-                if job is None:
-                    break
-                # claim and start recorded in one commit
-                claimed.append((job, job._activate()))
-            if claimed:
+            if self.claiming:
+                while True:
+                    job = agent.claimJob()
+                    if job is None:
+                        break
+                    # claim and start recorded in one commit
+                    claimed.append((job, job._activate()))
+                ahead = self._claimAhead(agent, pool)
+            if changed or claimed or ahead:
                 tm.commit()
         except transaction.interfaces.TransientError:
             # another dispatcher claimed the same job: try again soon, at a
             # random moment so that the losers do not collide again
             tm.abort()
-            claimed = []
+            pool.giveBackFinished(finished)
+            claimed, ahead = [], []
             self._conflicted = True
             if self._known is not None:
                 self._reconcile = True
         except Exception:
             failure = utils.makeFailure()
             tm.abort()
+            pool.giveBackFinished(finished)
             record['error'] = failure
             utils.safeLog(utils.log, logging.ERROR,
                           'dispatcher %s: agent %r failed to claim:\n%s',
                           self.UUID, agent_name, failure.getTraceback())
-            claimed = []
+            claimed, ahead = [], []
         for job, token in claimed:
             job_id = utils.jobId(job)
             record['new jobs'].append(job_id)
             pool.perform(Run(job_id, token, poll.key))
+        if ahead:
+            runs = [Run(utils.jobId(job), None, poll.key) for job in ahead]
+            record['new jobs'].extend(run.job_id for run in runs)
+            pool.addBuffered(runs)
         return record

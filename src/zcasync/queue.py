@@ -581,14 +581,16 @@ class Queue(UniqueKeys, ParkedJobs, persistent.Persistent):
             else:
                 self._jobs[promotedKey(key)] = job
 
-    def claim(self, filter=None, default=None):
+    def claim(self, filter=None, default=None, front=False):
         """The first due job that `filter` accepts and whose quotas have
         room, removed from the queue; `default` when there is none (or
         the queue is paused).  Due jobs come by priority, then time.
 
         A job past its ``begin_by`` deadline is not handed out: a job that
         fails it with TimeoutError is returned in its place.  A job this
-        process cannot run is parked on the way (see parked jobs).
+        process cannot run is parked on the way (see parked jobs).  With
+        `front`, only the first due job is considered: `default` if it does
+        not fit (no walk past it).
         """
         if self.paused:
             return default
@@ -604,11 +606,15 @@ class Queue(UniqueKeys, ParkedJobs, persistent.Persistent):
                     after = key
                     break  # the tree changed under the walk
                 if filter is not None and not filter(job):
+                    if front:
+                        return default
                     continue
                 if job.begin_by is not None and \
                         job.begin_after + job.begin_by < now:
                     return self._timedOut(job, now)
                 if job.quota_names and not self.quotas._reserve(job):
+                    if front:
+                        return default
                     continue
                 return self._take(job)
             else:

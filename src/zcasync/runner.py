@@ -27,6 +27,7 @@ import time
 import transaction
 
 from zcasync import interfaces
+from zcasync import lifecycle
 from zcasync import threadlocal
 from zcasync import utils
 from zcasync.history import RESULT_LIMIT
@@ -39,8 +40,19 @@ Run = collections.namedtuple('Run', 'job_id token poll_key')
 OPEN_RETRY = (0.1, 0.5, 1, 2, 5)
 
 
+_WAKE = object()  # a queue item: look at the buffer
+
+
 class AgentThreadPool:
-    """The worker threads of one agent; one database connection each."""
+    """The worker threads of one agent; one database connection each.
+
+    Work comes as runs already started by the poll's claim (``perform``)
+    and as *buffered* jobs: claimed ahead by the poll, held by the agent
+    but not started (``addBuffered``).  A thread that finishes a job
+    starts the next buffered one in the same commit (see
+    ``Runner._startNext``), or starts it on its own when the job ended
+    otherwise; a thread with nothing to do waits on the queue.
+    """
 
     def __init__(self, runner, queue_name, agent_name):
         self.runner = runner
@@ -54,6 +66,10 @@ class AgentThreadPool:
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._queued = {}  # token -> Run: handed over, not started
+        self._buffer = collections.deque()  # Runs claimed ahead (no token)
+        self._starting = set()  # job ids and tokens being started
+        self._finished = []  # job ids whose runs ended: to settle
+        self.idle = 0  # threads waiting for work
         self.running = {}  # thread ident -> Run
 
     def setSize(self, size):
@@ -78,6 +94,8 @@ class AgentThreadPool:
         self._threads.add(thread)
         thread.start()
 
+    # -- work handed over ---------------------------------------------
+
     def perform(self, run):
         """Queue `run` for a thread; False when the pool is closed."""
         with self._lock:
@@ -87,23 +105,92 @@ class AgentThreadPool:
         self._queue.put(run)
         return True
 
-    def tokens(self):
-        """The tokens of the runs queued or running here."""
+    def addBuffered(self, runs):
+        """Jobs claimed ahead (held by the agent, not started): Runs
+        without a token."""
+        with self._lock:
+            if self.closed:
+                return False
+            self._buffer.extend(runs)
+        for i in range(len(runs)):
+            self._queue.put(_WAKE)
+        return True
+
+    def buffered(self):
+        return len(self._buffer)
+
+    def dropBuffer(self):
+        """Forget the jobs claimed ahead (the dispatcher hands them back);
+        returns their Runs."""
+        with self._lock:
+            dropped = list(self._buffer)
+            self._buffer.clear()
+        return dropped
+
+    def popBuffered(self):
+        """The next job claimed ahead (its Run), now being started, or
+        None."""
+        with self._lock:
+            if not self._buffer:
+                return None
+            run = self._buffer.popleft()
+            self._starting.add(run.job_id)
+            return run
+
+    def starting(self, *ids):
+        with self._lock:
+            self._starting.update(ids)
+
+    def started(self, *ids, back=None):
+        """Done starting `ids`; `back`: a Run to buffer again (its start
+        did not commit)."""
+        with self._lock:
+            self._starting.difference_update(ids)
+            if back is not None and not self.closed:
+                self._buffer.appendleft(back)
+
+    def finished(self, job_id):
+        """A run ended here: its job's bookkeeping is the next poll's."""
+        with self._lock:
+            self._finished.append(job_id)
+            return len(self._finished)
+
+    def takeFinished(self):
+        with self._lock:
+            done, self._finished = self._finished, []
+            return done
+
+    def giveBackFinished(self, job_ids):
+        with self._lock:
+            self._finished[:0] = job_ids
+
+    def known(self):
+        """The tokens and job ids of the work this pool will still do:
+        queued, running, starting or buffered."""
         with self._lock:
             known = set(self._queued)
-            known.update(run.token for run in self.running.values())
+            for run in self.running.values():
+                known.add(run.token)
+                known.add(run.job_id)
+            known.update(self._starting)
+            known.update(run.job_id for run in self._buffer)
+        known.discard(None)
         return known
+
+    tokens = known
 
     def activeJobIds(self):
         return [run.job_id for run in list(self.running.values())]
 
     def close(self):
-        """Drop the runs no thread has started and stop every thread after
-        its current job; returns the dropped runs."""
+        """Drop the runs no thread has started and the buffered jobs, and
+        stop every thread after its current job; returns the dropped
+        runs."""
         with self._lock:
             self.closed = True
             dropped = list(self._queued.values())
             self._queued.clear()
+            self._buffer.clear()
         self._closing.set()
         self.setSize(0)
         return dropped
@@ -112,6 +199,8 @@ class AgentThreadPool:
         with self._lock:
             return list(self._threads)
 
+    # -- the threads ----------------------------------------------------
+
     def _take(self, run):
         """Start `run` in this thread unless it was dropped meanwhile."""
         with self._lock:
@@ -119,6 +208,42 @@ class AgentThreadPool:
                 return False
             self.running[threading.get_ident()] = run
             return True
+
+    def _nextWork(self, following):
+        """The next run for this thread: the one its last commit started,
+        a queued one, a buffered job (a Run without a token), or -- after
+        waiting -- None to stop."""
+        ident = threading.get_ident()
+        if following is not None:
+            with self._lock:
+                self.running[ident] = following
+                self._starting.difference_update(
+                    (following.job_id, following.token))
+            return following
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queuemodule.Empty:
+                run = self.popBuffered()
+                if run is not None:
+                    with self._lock:
+                        self.running[ident] = run
+                    return run
+                with self._lock:
+                    self.idle += 1
+                try:
+                    item = self._queue.get()
+                finally:
+                    with self._lock:
+                        self.idle -= 1
+            if item is None:
+                with self._lock:
+                    self._stops -= 1
+                return None
+            if item is _WAKE:
+                continue
+            if self._take(item):
+                return item
 
     def _open(self, tm):
         """A connection for this thread; retried (with a pause) until it
@@ -143,30 +268,33 @@ class AgentThreadPool:
         threadlocal.setDispatcherContext(self.runner.dispatcher,
                                          self.agent_name)
         clean_exit = False
+        following = None
         try:
             while True:
-                item = self._queue.get()
-                if item is None:
-                    with self._lock:
-                        self._stops -= 1
+                run = self._nextWork(following)
+                following = None
+                if run is None:
                     clean_exit = True
                     return
-                if not self._take(item):
-                    continue  # dropped by close(): handed to recovery
                 try:
                     if conn is None:
                         conn = self._open(tm)
-                    if conn is not None:
-                        self.runner.perform(conn, tm, item, self)
+                    if conn is not None and not self.closed:
+                        following = self.runner.perform(conn, tm, run, self)
+                    elif run.token is None:
+                        self.started(run.job_id)
                 finally:
                     self.running.pop(threading.get_ident(), None)
         except BaseException:
+            if following is not None:  # started, never run: reconciled
+                self.started(following.job_id, following.token)
             utils.safeLog(utils.log, logging.CRITICAL,
                           'worker thread of agent %r died; replacing it:\n%s',
                           self.agent_name, utils.formatException())
             self.runner.lost()
         finally:
             threadlocal.setDispatcherContext()
+            threadlocal.setRunHooks()
             if conn is not None:
                 try:
                     tm.abort()
@@ -205,11 +333,12 @@ class Runner:
             self.pools.pop(key).close()
 
     def tokens(self):
-        """The tokens of every run this process will still finish."""
+        """The tokens of every run this process will still finish, and the
+        ids of the jobs it was given but has not started yet."""
         with self._lock:
             known = set(self._waiting)
         for pool in list(self.pools.values()):
-            known.update(pool.tokens())
+            known.update(pool.known())
         return known
 
     def forget(self, held):
@@ -255,9 +384,114 @@ class Runner:
         reconcile soon."""
         self.dispatcher._reconcileSoon()
 
+    def _ended(self, pool, job_id):
+        """A run ended: its agent's bookkeeping waits for the next poll;
+        poll soon when the pool runs short of work, or when completions
+        pile up."""
+        count = pool.finished(job_id)
+        prefetch = self.dispatcher.prefetchFor(pool.size)
+        if pool.buffered() <= prefetch // 2 or count >= max(prefetch, 1):
+            self.dispatcher._settleSoon()
+
     # -- a run, in a worker thread -------------------------------------
 
+    def _load(self, conn, job_id):
+        oid, database_name = job_id
+        if database_name and database_name != self.dispatcher.db.database_name:
+            return conn.get_connection(database_name).get(oid)
+        return conn.get(oid)
+
+    def _isHeldBy(self, job, pool):
+        """Whether `job` waits, not started, in this dispatcher's agent of
+        `pool` (claimed ahead, and not handed back since)."""
+        agent = job.parent
+        return job._status == interfaces.NEW and \
+            interfaces.IAgent.providedBy(agent) and \
+            agent.name == pool.agent_name and agent.parent is not None and \
+            agent.parent.UUID == self.dispatcher.UUID
+
+    def _startBuffered(self, conn, tm, run, pool):
+        """Start a job claimed ahead, in its own commit; its Run (with a
+        token), or None when it is not ours to start any more."""
+        try:
+            tm.begin()
+            job = self._load(conn, run.job_id)
+            if not self._isHeldBy(job, pool):
+                tm.abort()
+                return None  # handed back meanwhile: not ours
+            token = lifecycle._newToken()
+
+            def check():
+                if not self._isHeldBy(job, pool):
+                    raise interfaces.BadStatusError('handed back')
+            pool.starting(token)
+            try:
+                job._markActive(tm, token, check)
+                pool.running[threading.get_ident()] = Run(
+                    run.job_id, token, run.poll_key)
+            finally:
+                pool.started(run.job_id, token)
+        except interfaces.BadStatusError:
+            return None  # handed back meanwhile: not ours
+        except Exception:
+            tm.abort()
+            utils.safeLog(utils.log, logging.WARNING,
+                          'dispatcher %s could not start job %r claimed '
+                          'ahead; it hands it back:\n%s', self.dispatcher.UUID,
+                          run.job_id, utils.formatException())
+            self.lost()
+            return None
+        return Run(run.job_id, token, run.poll_key)
+
+    def _startNext(self, job, conn, tm, pool, following):
+        """In the commit that completes `job`, start the next job claimed
+        ahead (one commit for both); `following` gets its Run once that
+        commit landed, and the job goes back to the buffer if it did not.
+        """
+        if following or not self.dispatcher.claiming:
+            return
+        waiting = pool.popBuffered()
+        if waiting is None:
+            return
+        job_id = waiting.job_id
+        try:
+            nxt = self._load(conn, job_id)
+            if not self._isHeldBy(nxt, pool) or nxt.parent is not job.parent:
+                pool.started(job_id)  # not ours any more: reconciled
+                return
+            token = nxt._activate()
+        except Exception:
+            pool.started(job_id, back=waiting)
+            return
+        pool.starting(token)
+        run = Run(job_id, token, waiting.poll_key)
+
+        def landed(success):
+            if success:
+                following.append(run)  # still "starting" until it runs
+            else:
+                pool.started(job_id, token, back=waiting)
+        tm.get().addAfterCommitHook(landed)
+
     def perform(self, conn, tm, run, pool):
+        """Run `run` (a Run; without a token: a job claimed ahead, to
+        start first); returns the Run its final commit started, or
+        None."""
+        if run.token is None:
+            run = self._startBuffered(conn, tm, run, pool)
+            if run is None:
+                return None
+        following = []
+        threadlocal.setRunHooks(
+            lambda job: self._startNext(job, conn, tm, pool, following))
+        try:
+            self._perform(conn, tm, run, pool)
+        finally:
+            threadlocal.setRunHooks()
+            self._ended(pool, run.job_id)
+        return following[0] if following else None
+
+    def _perform(self, conn, tm, run, pool):
         dispatcher = self.dispatcher
         oid, database_name = run.job_id
         record = {
@@ -270,10 +504,7 @@ class Runner:
                                   pool.agent_name)
         try:
             tm.begin()
-            if database_name and database_name != dispatcher.db.database_name:
-                job = conn.get_connection(database_name).get(oid)
-            else:
-                job = conn.get(oid)
+            job = self._load(conn, run.job_id)
             record['call'] = call = repr(job)
             record['quota names'] = tuple(job.quota_names)
         except Exception:

@@ -42,6 +42,32 @@ def setDispatcherContext(dispatcher=None, agent_name=None):
     _local.agent_name = agent_name
 
 
+# --- the runner's hooks into a run (zcasync.runner) -----------------------
+# A dispatcher's worker thread leaves the agent's bookkeeping of a
+# completed job (releasing its slot, recording it as completed) to the
+# dispatcher's next poll, batched with its claims; and it may start its
+# next job in the commit that ends the current one.
+
+def setRunHooks(beforeFinalCommit=None):
+    """Set (or, without argument, clear) the hooks of the runs in this
+    thread: while set, agent bookkeeping is left to the dispatcher, and
+    ``beforeFinalCommit(job)`` is called in the transaction of the commit
+    that completes a job."""
+    _local.before_final_commit = beforeFinalCommit
+
+
+def settlesLater():
+    """Whether a dispatcher does the agent bookkeeping of jobs completing
+    in this thread."""
+    return getattr(_local, 'before_final_commit', None) is not None
+
+
+def beforeFinalCommit(job):
+    hook = getattr(_local, 'before_final_commit', None)
+    if hook is not None:
+        hook(job)
+
+
 def getJob():
     """The job running in this thread."""
     stack = _stack()

@@ -55,13 +55,13 @@ def test_thread_dying_while_the_pool_shrinks_is_replaced(db):
     pool.perform(run('A'))
     pool.perform(run('B'))
     testing.wait(lambda: runner.started == {'A', 'B'})
-    assert pool.tokens() == {'token-A', 'token-B'}
+    assert pool.known() == {'A', 'B', 'token-A', 'token-B'}
     pool.setSize(1)  # a stop request waits in the queue: both are busy
     runner.gates['A'].set()  # A's thread dies
     # the lost run is reported (its dispatcher reconciles soon); its
     # replacement takes the queued stop request, so B's thread stays
     testing.wait(lambda: runner.dispatcher.reconciles == 1)
-    assert 'token-A' not in pool.tokens()
+    assert not {'A', 'token-A'} & pool.known()
     runner.gates['B'].set()
     pool.perform(run('C'))
     testing.wait(lambda: 'C' in runner.done,
@@ -80,7 +80,7 @@ def test_close_drops_unstarted_runs_and_joins(db):
     testing.wait(lambda: 'B' in runner.started)
     pool.perform(run('C'))
     pool.perform(run('D'))  # queued behind B
-    assert pool.tokens() == {'token-B', 'token-C', 'token-D'}
+    assert pool.known() == {'B', 'token-B', 'token-C', 'token-D'}
     dropped = runner.close()
     assert sorted(r.job_id for r in dropped) == ['C', 'D']
     assert pool.perform(run('E')) is False  # a closed pool takes nothing
