@@ -41,6 +41,10 @@ def _completedPrefix(when):
 _PRUNE_BATCH = 20
 
 
+#: (database, agent oid, agent serial) -> keys its filter refused
+_REFUSED = {}
+
+
 def _token(job):
     return job._p_oid or b'~%x' % id(job)
 
@@ -261,10 +265,28 @@ class Agent(persistent.Persistent):
             queue = self.queue
             if queue is None:
                 raise ValueError('agent %r belongs to no queue' % self.name)
-            job = queue.claim(self.filter)
+            job = queue.claim(self.filter, refused=self._refused())
         if job is not None:
             self._add(job)
         return job
+
+    #: how many refused keys an agent remembers (see ``_refused``)
+    REFUSED_LIMIT = 100000
+
+    def _refused(self):
+        """The queue keys this agent's filter refused, remembered by this
+        process for this version of the agent (another filter is another
+        version), so that a claim does not load again the jobs meant for
+        other agents.  A filter is taken to depend on the job alone."""
+        if self.filter is None or self._p_oid is None:
+            return None
+        version = (utils.databaseName(self), self._p_oid, self._p_serial)
+        refused = _REFUSED.get(version)
+        if refused is None or len(refused) > self.REFUSED_LIMIT:
+            for key in [k for k in _REFUSED if k[:2] == version[:2]]:
+                del _REFUSED[key]  # an older version of this agent
+            refused = _REFUSED[version] = set()
+        return refused
 
     def claimAhead(self, count):
         """Claim up to `count` more jobs beyond ``size``, held (not

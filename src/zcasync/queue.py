@@ -30,6 +30,7 @@ processes that fill the same quota at once conflict, so a quota can never
 overfill.
 """
 import datetime
+import heapq
 import itertools
 
 import BTrees.Length
@@ -50,7 +51,7 @@ from zcasync.queuekeys import (  # noqa: F401 (part of this module's API)
     checkUnique, dueKey, scheduledKey, keyTime, promotedKey, timeBound, legacyBound,
     legacyToScheduled)
 from zcasync.treemerge import EMPTIED, FIRST_DELETED, mergeBuckets
-from zcasync.queueextras import UniqueKeys, ParkedJobs
+from zcasync.queueextras import UniqueKeys, ParkedJobs, BlockedJobs
 
 _UNSTORED = itertools.count()
 
@@ -159,6 +160,9 @@ class Quota(persistent.Persistent):
     """At most ``size`` jobs with this quota name run at once."""
 
     parent = None
+    #: due key -> job: pending jobs that found this quota full, set aside
+    #: so that claims do not walk past them (see ``zcasync.queueextras``)
+    _waiting = None
 
     def __init__(self, name, size=1):
         self.name = name
@@ -233,6 +237,9 @@ class Quotas(persistent.Persistent):
     def remove(self, name):
         quota = self._data.pop(name)
         quota.parent = None
+        queue = self.parent
+        if quota._waiting and queue is not None:
+            queue._unblockAll(quota)  # no limit any more
         return quota
 
     def __getitem__(self, name):
@@ -257,8 +264,8 @@ class Quotas(persistent.Persistent):
         return len(self._data)
 
     def _reserve(self, job):
-        """Take room for `job` in each of its quotas; False if one is
-        full (nothing is taken then)."""
+        """Take room for `job` in each of its quotas: None; or the first
+        full quota (nothing is taken then)."""
         quotas = []
         for name in job.quota_names:
             quota = self._data.get(name)
@@ -267,15 +274,25 @@ class Quotas(persistent.Persistent):
             if quota.filled:
                 quota.clean()
                 if quota.filled:
-                    return False
+                    return quota
             quotas.append(quota)
         for quota in quotas:
             quota.add(job)
-        return True
+        return None
+
+    def _blocker(self, job):
+        """The first of `job`'s quotas that is full now, or None."""
+        for name in job.quota_names:
+            quota = self._data.get(name)
+            if quota is not None and quota.filled:
+                quota.clean()
+                if quota.filled:
+                    return quota
+        return None
 
 
 @zope.interface.implementer(interfaces.IQueue)
-class Queue(UniqueKeys, ParkedJobs, persistent.Persistent):
+class Queue(UniqueKeys, ParkedJobs, BlockedJobs, persistent.Persistent):
     """See the module docstring."""
 
     name = None
@@ -390,7 +407,11 @@ class Queue(UniqueKeys, ParkedJobs, persistent.Persistent):
         else:
             key = dueKey(FRONT if front else DUE, priority,
                          utils.toMicros(now), token)
-            self._jobs[key] = job
+            blocker = self.quotas._blocker(job) if job.quota_names else None
+            if blocker is None:
+                self._jobs[key] = job
+            else:
+                self._block(key, job, blocker, move=False)
         job._queue_key = key
         job.parent = self
         self._length.change(1)
@@ -449,17 +470,21 @@ class Queue(UniqueKeys, ParkedJobs, persistent.Persistent):
 
     def __iter__(self):
         """Due jobs in claim order, then scheduled ones by begin_after."""
-        if self._scheduled is None:
-            return iter(self._jobs.values())
-        return itertools.chain(self._jobs.values(),
-                               self._scheduled.values())
+        return (job for key, job in self.pendingItems())
 
     def pendingItems(self, after=None):
-        """(key, job) of the pending jobs in claim order -- due jobs, then
-        jobs scheduled for later -- starting after the key `after` (keys
-        are bytes that sort across both trees: a cursor for paging)."""
+        """(key, job) of the pending jobs in claim order -- due jobs
+        (those waiting for quota room among them), then jobs scheduled for
+        later -- starting after the key `after` (keys are bytes that sort
+        across the trees: a cursor for paging)."""
         kw = {} if after is None else {'min': after, 'excludemin': True}
-        yield from self._jobs.items(**kw)
+        trees = [self._jobs] + [q._waiting for q in self.quotas.values()
+                                if q._waiting]
+        if len(trees) == 1:
+            yield from self._jobs.items(**kw)
+        else:
+            yield from heapq.merge(*(t.items(**kw) for t in trees),
+                                   key=lambda item: item[0])
         if self._scheduled is not None:
             yield from self._scheduled.items(**kw)
 
@@ -510,6 +535,7 @@ class Queue(UniqueKeys, ParkedJobs, persistent.Persistent):
                 candidates.append((self._scheduled, key))
                 key = promotedKey(key)
             candidates.append((self._jobs, key))
+            candidates.extend((tree, key) for tree in self._waitingTrees(job))
         return candidates
 
     def _locate(self, job):
@@ -581,7 +607,7 @@ class Queue(UniqueKeys, ParkedJobs, persistent.Persistent):
             else:
                 self._jobs[promotedKey(key)] = job
 
-    def claim(self, filter=None, default=None, front=False):
+    def claim(self, filter=None, default=None, front=False, refused=None):
         """The first due job that `filter` accepts and whose quotas have
         room, removed from the queue; `default` when there is none (or
         the queue is paused).  Due jobs come by priority, then time.
@@ -590,16 +616,21 @@ class Queue(UniqueKeys, ParkedJobs, persistent.Persistent):
         fails it with TimeoutError is returned in its place.  A job this
         process cannot run is parked on the way (see parked jobs).  With
         `front`, only the first due job is considered: `default` if it does
-        not fit (no walk past it).
+        not fit (no walk past it).  `refused`: a set of keys the caller's
+        `filter` refused before (skipped without loading their jobs), to
+        which this claim adds the keys it refuses.
         """
         if self.paused:
             return default
         now = utils.now()
         self._promote(utils.toMicros(now))
-        after = None  # resume the walk after a parked job's key
+        self._unblock()
+        after = None  # resume the walk after a job set aside
         while True:
             kw = {} if after is None else {'min': after, 'excludemin': True}
             for key, job in self._jobs.items(**kw):
+                if refused is not None and key in refused:
+                    continue
                 problem = jobmodule.loadProblem(job)
                 if problem is not None:
                     self._park(key, job, problem)
@@ -608,14 +639,20 @@ class Queue(UniqueKeys, ParkedJobs, persistent.Persistent):
                 if filter is not None and not filter(job):
                     if front:
                         return default
+                    if refused is not None:
+                        refused.add(key)
                     continue
                 if job.begin_by is not None and \
                         job.begin_after + job.begin_by < now:
                     return self._timedOut(job, now)
-                if job.quota_names and not self.quotas._reserve(job):
+                blocker = self.quotas._reserve(job) \
+                    if job.quota_names else None
+                if blocker is not None:
                     if front:
                         return default
-                    continue
+                    self._block(key, job, blocker)
+                    after = key
+                    break  # the tree changed under the walk
                 return self._take(job)
             else:
                 return default

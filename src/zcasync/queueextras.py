@@ -1,7 +1,9 @@
-"""Two parts of a ``zcasync.queue.Queue`` that are about particular jobs:
-unique keys and parked jobs (base classes of ``Queue``; no persistent
-class lives here, the data stays on the queue).
+"""Three parts of a ``zcasync.queue.Queue`` that are about particular
+jobs: unique keys, parked jobs, and jobs waiting for quota room (base
+classes of ``Queue``; no persistent class lives here, the data stays on
+the queue and its quotas).
 """
+import itertools
 import logging
 
 import BTrees.OOBTree
@@ -132,3 +134,52 @@ class ParkedJobs:
         self._jobs[key] = job
         self._length.change(1)
         self.puts.change(1)
+
+
+class BlockedJobs:
+    """Jobs waiting for room in a quota, set aside so that a claim costs
+    the same whatever is blocked in front of it.
+
+    A due job whose quota is full -- when it is put, or when a claim
+    reaches it -- moves from the queue's due tree to its quota's
+    ``_waiting`` tree, under the same key and without being written.  At
+    each claim, a quota with room gives back as many waiting jobs (the
+    oldest first) as it has room for; removing a quota gives back all.
+    The jobs stay pending: they count in ``len(queue)``, ``iter(queue)``
+    shows them in claim order, and ``remove`` finds them.
+    """
+
+    def _waitingTrees(self, job):
+        trees = []
+        for name in job.quota_names:
+            quota = self.quotas.get(name)
+            if quota is not None and quota._waiting is not None:
+                trees.append(quota._waiting)
+        return trees
+
+    def _block(self, key, job, quota, move=True):
+        if move:
+            del self._jobs[key]
+        if quota._waiting is None:
+            quota._waiting = self._newTree()
+        quota._waiting[key] = job
+
+    def _unblock(self):
+        """Give back waiting jobs to the due tree, as much as each quota
+        has room for."""
+        for quota in self.quotas.values():
+            waiting = quota._waiting
+            if not waiting:
+                continue
+            if quota.filled:
+                quota.clean()
+            room = quota.size - len(quota)
+            if room <= 0:
+                continue
+            for key in list(itertools.islice(waiting.keys(), room)):
+                self._jobs[key] = waiting.pop(key)
+
+    def _unblockAll(self, quota):
+        for key, job in list(quota._waiting.items()):
+            self._jobs[key] = job
+        quota._waiting.clear()

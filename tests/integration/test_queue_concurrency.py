@@ -67,9 +67,15 @@ def sides(db):
         side.close()
 
 
-def setUp(db, pending, blocked=0, filters=(None, None)):
-    """A queue holding `blocked` jobs nobody may claim (size-0 quota),
-    then `pending` jobs; two registered dispatchers with an agent each."""
+def onlyPositive(job):
+    return job.args[0] > 0
+
+
+def setUp(db, pending, blocked=0, filters=(None, None), refused=0):
+    """A queue holding `blocked` jobs nobody may claim (size-0 quota: set
+    aside in the quota), `refused` jobs in front that FIRST's agent does
+    not take when its filter is ``onlyPositive``, then `pending` jobs; two
+    registered dispatchers with an agent each."""
     tm = transaction.TransactionManager()
     conn = db.open(transaction_manager=tm)
     queues = conn.root()[interfaces.KEY] = Queues()
@@ -83,6 +89,8 @@ def setUp(db, pending, blocked=0, filters=(None, None)):
         job = Job(double, -i)
         job.quota_names = ('never',)
         queue.put(job)
+    for i in range(refused):
+        queue.put(Job(double, -i))
     keys = [queue.put(Job(double, 1000 + i))._p_oid for i in range(pending)]
     tm.commit()
     tm.abort()
@@ -137,9 +145,11 @@ SCENARIOS = {
     'one job': (1, 0, 0),
     'ten jobs': (10, 0, 0),
     'hundred jobs': (100, 0, 0),
+    # quota-blocked jobs wait in their quota, out of the claims' way
+    'behind blocked jobs': (25, 10, 5),
     # the next claim removes the first key of a bucket that is not the
     # tree's first, while the put adds to that same bucket
-    'behind blocked jobs': (25, 10, 5),
+    'behind refused jobs': (25, 10, 5),
 }
 
 
@@ -147,14 +157,15 @@ def _putClaimCases():
     for scenario in sorted(SCENARIOS):
         for put_first in (True, False):
             marks = ()
-            if scenario == 'behind blocked jobs' and not put_first:
+            if scenario == 'behind refused jobs' and not put_first:
                 marks = pytest.mark.xfail(
                     raises=ZODB.POSException.ReadConflictError, strict=True,
                     reason='removing the first key of a bucket that is not '
                     "the tree's first rewrites the separator key in the "
                     'parent node, which the put read (BTrees call '
                     'readCurrent on every node they pass); only happens '
-                    'when jobs in front of it are blocked')
+                    "when jobs in front of it are refused by the agent's "
+                    'filter')
             yield pytest.param(
                 scenario, put_first, marks=marks,
                 id='%s, %s commits first' % (
@@ -165,7 +176,10 @@ def _putClaimCases():
 def test_put_concurrent_with_claim_both_commit(db, sides, scenario,
                                                put_first):
     pending, blocked, claimed_before = SCENARIOS[scenario]
-    keys = setUp(db, pending, blocked)
+    refused = scenario == 'behind refused jobs'
+    keys = setUp(db, pending, 0 if refused else blocked,
+                 filters=(onlyPositive, None) if refused else (None, None),
+                 refused=blocked if refused else 0)
     if claimed_before:
         side = sides()
         for i in range(claimed_before):
@@ -173,7 +187,7 @@ def test_put_concurrent_with_claim_both_commit(db, sides, scenario,
         side.commit()
         keys = keys[claimed_before:]
     app, dispatcher = sides(), sides()
-    if scenario == 'behind blocked jobs':
+    if refused:
         state = dispatcher.queue._jobs.__getstate__()
         separators = state[0][1::2]
         nxt = dispatcher.conn.get(keys[0])
