@@ -199,8 +199,10 @@ class QueuePolls:
             token = job._run_token
             if status in (ACTIVE, CALLBACKS) and token in known:
                 held.add(token)
-            elif status == NEW and utils.jobId(job) in known:
-                pass  # claimed ahead, not started yet
+            elif status in (NEW, ACTIVE) and utils.jobId(job) in known:
+                # claimed ahead: not started yet, or being started by a
+                # thread (its start may have committed after the snapshot)
+                held.add(token)
             else:
                 lost.append(job)
         for job in lost:

@@ -457,7 +457,10 @@ class Runner:
         try:
             nxt = self._load(conn, job_id)
             if not self._isHeldBy(nxt, pool) or nxt.parent is not job.parent:
-                pool.started(job_id)  # not ours any more: reconciled
+                # this transaction may be older than the claim of the
+                # next job (writing it here would conflict): the thread
+                # starts it on its own, in a fresh transaction
+                pool.started(job_id, back=waiting)
                 return
             token = nxt._activate()
         except Exception:

@@ -288,6 +288,14 @@ class Client:
                    for agent in agents.values())
 
 
+def settled(client, timeout=30):
+    """Wait until the workers' agents hold no job: a completed job's
+    bookkeeping (leaving its agent for the completed collection) is done
+    by its worker's next poll, batched."""
+    waitFor(lambda: client.heldJobs() == 0, timeout,
+            'the agents to settle their completed jobs')
+
+
 def readUUID(path):
     with open(path) as f:
         return uuidmodule.UUID(f.readline().strip())

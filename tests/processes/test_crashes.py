@@ -21,6 +21,7 @@ from zcasync.utils import isFailure
 
 from tests.processes import jobfuncs
 from tests.processes.conftest import (
+    settled,
     Client, waitFor, readUUID, startLines, DEATH)
 
 
@@ -71,7 +72,8 @@ def test_killed_worker_jobs_are_recovered_by_a_sibling(processes, zeo,
             (2, victim.pid), (1, victim.pid), (1, sibling.pid)]
         queue = client.queue()
         assert queue.dispatchers[victim_uuid].activated is None
-        assert len(queue) == 0 and client.heldJobs() == 0
+        assert len(queue) == 0
+        settled(client)
         assert sibling.alive
     finally:
         client.close()
@@ -107,7 +109,8 @@ def test_a_job_that_kills_its_worker_stops_after_the_policy_limit(
         starts = startLines(tmp_path)
         assert len(starts) == 3 == deaths  # ran 3 times, killed 3 workers
         assert len({pid for n, pid in starts}) == 3
-        assert len(client.queue()) == 0 and client.heldJobs() == 0
+        assert len(client.queue()) == 0
+        settled(client)
     finally:
         client.close()
 

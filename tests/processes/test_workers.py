@@ -15,6 +15,7 @@ import pytest
 
 from tests.processes import jobfuncs
 from tests.processes.conftest import (
+    settled,
     Client, waitFor, readUUID, runLines)
 
 COUNT = 300
@@ -53,7 +54,7 @@ def test_three_workers_share_300_jobs(request, processes, tmp_path,
         assert sorted(lines) == sorted(ran_by.items())  # one line per job
         per_worker = collections.Counter(ran_by.values())
         assert set(per_worker) == pids, per_worker
-        assert client.heldJobs() == 0
+        settled(client)
         assert len(client.queue()) == 0
         print('jobs per worker:', dict(per_worker))
     finally:
