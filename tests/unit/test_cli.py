@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from zcasync import cli
-from zcasync.cli_common import (
+from zcasync.cli.common import (
     EXIT_OK, EXIT_USAGE, EXIT_URI, EXIT_UNAVAILABLE, EXIT_NOT_FOUND,
     formatJobId, parseJobId, CommandError)
 
@@ -208,7 +208,7 @@ def test_job_ids_round_trip():
 
 
 def test_an_unexpected_error_is_one_line_with_a_hint(capsys, monkeypatch):
-    from zcasync import cli_jobs
+    from zcasync.cli import jobs as cli_jobs
 
     def broken(args):
         raise RuntimeError('something odd\nsecond line')
@@ -222,7 +222,7 @@ def test_an_unexpected_error_is_one_line_with_a_hint(capsys, monkeypatch):
 
 def test_a_busy_port_is_detected_as_reachable():
     # the reachability check itself: a listening socket counts
-    from zcasync import cli_db
+    from zcasync.cli import db as cli_db
     listener = socket.socket()
     listener.bind(('127.0.0.1', 0))
     listener.listen(1)

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from zcasync.cli_common import (
+from zcasync.cli.common import (
     EXIT_OK, EXIT_USAGE, EXIT_IMPORT, EXIT_NOT_FOUND, EXIT_REFUSED)
 
 from test_cli_support import (

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from zcasync import utils
-from zcasync.cli_common import EXIT_OK, EXIT_USAGE, EXIT_NOT_FOUND
+from zcasync.cli.common import EXIT_OK, EXIT_USAGE, EXIT_NOT_FOUND
 from zcasync.interfaces import KEY
 
 from test_cli_support import (

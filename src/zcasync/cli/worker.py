@@ -1,4 +1,4 @@
-"""``zcasync worker`` and ``zcasync server``: the long-running commands.
+"""``zcasync worker``: a dispatcher in the foreground.
 
 A worker runs one ``zcasync.dispatcher.Dispatcher`` with Twisted's reactor
 in the foreground:
@@ -25,8 +25,6 @@ running jobs get ``--grace`` seconds to finish (the worker waits until its
 agents hold no job), then the reactor stops, and the dispatcher's
 before-shutdown trigger deactivates it, which queues recovery for whatever
 is unfinished (the retry policies decide).  A second signal stops at once.
-
-The server serves a FileStorage over ZEO until SIGTERM or SIGINT.
 """
 import datetime
 import logging
@@ -38,37 +36,12 @@ import time
 
 import transaction
 
-from zcasync.cli_common import (
-    CommandError, firstLine, EXIT_OK, EXIT_USAGE, EXIT_IMPORT,
-    EXIT_UNAVAILABLE, EXIT_UUID_CLASH, EXIT_ADDRESS, EXIT_URI)
-from zcasync import cli_db
+from zcasync.cli.common import (
+    CommandError, firstLine, setupLogging, importModules, EXIT_OK,
+    EXIT_USAGE, EXIT_UUID_CLASH)
+from zcasync.cli import db as cli_db
 
 log = logging.getLogger('zcasync.events')
-
-
-def setupLogging(level):
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(
-        '%(asctime)s %(levelname)-8s %(name)s [%(process)d]: %(message)s',
-        '%Y-%m-%d %H:%M:%S'))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level)
-
-
-def importModules(names):
-    import importlib
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except Exception as e:
-            raise CommandError(
-                'cannot import module %r given to --import (%s: %s); check '
-                'the name and PYTHONPATH' % (name, type(e).__name__,
-                                             firstLine(e)),
-                EXIT_IMPORT) from None
 
 
 # --- the worker's UUID ---------------------------------------------------
@@ -260,7 +233,7 @@ class Worker:
                                poll_interval=self.args.poll_interval,
                                uuid=self.uuid), reactor)
         if getattr(self.args, 'http', None):
-            from zcasync.web.cli import serveInWorker
+            from zcasync.cli.dashboard import serveInWorker
             serveInWorker(self.db, reactor, self.args.http)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._signalled)
@@ -367,116 +340,3 @@ class Worker:
 
 def runWorker(args):
     return Worker(args).run()
-
-
-# --- server --------------------------------------------------------------
-
-def parseAddress(text):
-    host, sep, port = str(text).rpartition(':')
-    host = host.strip('[]')
-    try:
-        number = int(port)
-    except ValueError:
-        number = -1
-    if not sep or not host or not 0 <= number <= 65535:
-        raise CommandError(
-            '--address %r is not HOST:PORT (e.g. 127.0.0.1:8100; port 0 '
-            'picks a free port)' % (text,), EXIT_USAGE)
-    return host, number
-
-
-def stopServer(server, timeout=2.0):
-    """Stop listening, close the client connections, then close the
-    server and its storage.
-
-    ``StorageServer.close`` alone stops the event loop first and closes
-    the storage while clients are still connected: their requests in that
-    window fail with ``ServerException: ValueError('closed')``, which is
-    not an error clients retry.  Here clients see a plain disconnection,
-    which they ride out by reconnecting.
-    """
-    acceptor = server.acceptor
-    listening = threading.Event()
-
-    def stopListening():
-        acceptor.server.close()
-        listening.set()
-    acceptor.event_loop.call_soon_threadsafe(stopListening)
-    listening.wait(timeout)
-    connections = server.zeo_storages_by_storage_id.values()
-    for zeo_storages in connections:
-        for zeo_storage in list(zeo_storages):
-            zeo_storage.call_soon_threadsafe(zeo_storage.connection.close)
-    deadline = time.monotonic() + timeout
-    while any(connections) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    server.close()
-
-
-#: How many object ids a starting server skips (see ``skipOids``).
-OID_GAP = 1 << 20
-
-
-def skipOids(storage):
-    """Start allocating object ids well above the highest one in use.
-
-    ZEO clients fetch new oids 100 at a time and keep the unused ones
-    across reconnections, but a restarted FileStorage allocates again from
-    its highest *committed* oid: without a gap, a client still holding
-    prefetched ids and a client fetching fresh ones store different
-    objects under one oid ("A different object already has the same oid",
-    or worse).  Skipping 2**20 ids per start costs nothing (oids are 64
-    bits) and is safe for up to ten thousand connected clients.
-    """
-    from ZODB.utils import p64, u64
-    storage.set_max_oid(p64(u64(storage.new_oid()) + OID_GAP))
-
-
-def runServer(args):
-    from ZODB.FileStorage import FileStorage
-    if cli_db.scheme(args.db) != 'file':
-        raise CommandError(
-            'zcasync server serves a FileStorage: give --db '
-            'file:///path/Data.fs (not %s); workers then use --db '
-            'zeo://HOST:PORT' % cli_db.redact(args.db), EXIT_URI)
-    address = parseAddress(args.address)
-    setupLogging(args.log_level)
-    path = cli_db._filePath(args.db)
-    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-        raise CommandError(
-            'the directory of %s does not exist; create it or fix --db'
-            % path, EXIT_UNAVAILABLE)
-    try:
-        storage = FileStorage(path)
-    except Exception as e:
-        raise CommandError(cli_db._openError(args.db, e),
-                           EXIT_UNAVAILABLE) from None
-    skipOids(storage)
-    from ZEO.StorageServer import StorageServer
-    try:
-        server = StorageServer(address, {'1': storage})
-    except OSError as e:
-        storage.close()
-        raise CommandError(
-            'cannot listen on %s:%d (%s); pick another --address'
-            % (address[0], address[1], e.strerror or firstLine(e)),
-            EXIT_ADDRESS) from None
-    stop = threading.Event()
-    received = []
-
-    def signalled(signum, frame):
-        received.append(signal.Signals(signum).name)
-        stop.set()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, signalled)
-    server.start_thread()
-    host, port = server.addr[:2]
-    log.info('serving %s over ZEO on %s:%d', path, host, port)
-    print('zcasync server: serving %s on %s:%d' % (path, host, port),
-          flush=True)
-    while not stop.wait(0.5):
-        pass
-    log.info('%s: stopping the ZEO server', received[0])
-    stopServer(server)
-    log.info('ZEO server stopped; %s closed', path)
-    return EXIT_OK

@@ -11,7 +11,7 @@ import datetime
 import json
 import re
 
-from zcasync.cli_common import (
+from zcasync.cli.common import (
     CommandError, firstLine, isoTime, seconds, printJson, EXIT_OK,
     EXIT_USAGE, EXIT_NOT_FOUND)
 
@@ -80,7 +80,7 @@ def _scheduleLine(info):
 
 
 def runSchedules(args):
-    from zcasync.cli_jobs import Session
+    from zcasync.cli.jobs import Session
     action = args.action
     if action != 'add':
         for option in ('cron', 'every', 'timezone', 'grace', 'kw'):
@@ -144,7 +144,7 @@ def runSchedules(args):
 
 
 def _addSchedule(args):
-    from zcasync.cli_jobs import Session, importCallable, parseArgument
+    from zcasync.cli.jobs import Session, importCallable, parseArgument
     if not args.callable:
         raise CommandError('"schedules add NAME module:function [ARG...]" '
                            'needs the function to call', EXIT_USAGE)
@@ -187,7 +187,7 @@ def _addSchedule(args):
 # --- queue pause|resume -------------------------------------------------------
 
 def runQueue(args):
-    from zcasync.cli_jobs import Session
+    from zcasync.cli.jobs import Session
     with Session(args) as session:
         for attempt in session.tm.attempts(10):
             with attempt:
@@ -209,7 +209,7 @@ def runQueue(args):
 
 def runPrune(args):
     from zcasync import utils
-    from zcasync.cli_jobs import Session
+    from zcasync.cli.jobs import Session
     older = parseDuration(args.older_than, '--older-than')
     if args.batch < 1:
         raise CommandError('--batch must be >= 1', EXIT_USAGE)

@@ -19,8 +19,8 @@ import transaction
 import ZODB.POSException
 import ZODB.utils
 
-from zcasync import cli_db
-from zcasync.cli_common import (
+from zcasync.cli import db as cli_db
+from zcasync.cli.common import (
     CommandError, firstLine, formatJobId, parseJobId, statusName, isoTime,
     seconds, jsonable, showValue, printJson, EXIT_OK, EXIT_FAILED,
     EXIT_USAGE, EXIT_IMPORT, EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_TIMEOUT)
@@ -284,7 +284,7 @@ def retryPolicy(spec):
 def runPut(args):
     from zcasync import utils
     from zcasync.job import Job
-    from zcasync.cli_schedules import parseKeywords, parseDuration
+    from zcasync.cli.schedules import parseKeywords, parseDuration
     func = importCallable(args.callable)
     values = [parseArgument(a) for a in args.args]
     kwargs = parseKeywords(args.kw)

@@ -25,7 +25,7 @@ import urllib.parse
 
 import zodburi
 
-from zcasync.cli_common import (
+from zcasync.cli.common import (
     CommandError, firstLine, EXIT_URI, EXIT_UNAVAILABLE)
 
 EXAMPLES = ('file:///var/zcasync/Data.fs, zeo://127.0.0.1:8100, memory://, '
@@ -218,7 +218,7 @@ def waitForServer(uri, timeout):
            hint), EXIT_UNAVAILABLE)
 
 
-def _filePath(uri):
+def filePath(uri):
     path = uri.split('file://', 1)[1].split('?', 1)[0]
     return os.path.normpath(path)
 
@@ -234,7 +234,7 @@ def openDatabase(uri, connect_timeout=10.0, create=True):
     factory, dbkw = resolve(uri)
     name = scheme(uri)
     if name == 'file':
-        path = _filePath(uri)
+        path = filePath(uri)
         if not create and not os.path.exists(path):
             raise CommandError(
                 'no database file at %s; check --db (workers and "zcasync '
@@ -251,7 +251,7 @@ def openDatabase(uri, connect_timeout=10.0, create=True):
         except CommandError:
             raise
         except Exception as e:
-            raise CommandError(_openError(uri, e),
+            raise CommandError(openError(uri, e),
                                EXIT_UNAVAILABLE) from None
         try:
             return ZODB.DB(storage, **dbkw)
@@ -265,11 +265,11 @@ def openDatabase(uri, connect_timeout=10.0, create=True):
                 # a brand-new database: another process created its root
                 # object at the same moment; open it again
                 continue
-            raise CommandError(_openError(uri, e),
+            raise CommandError(openError(uri, e),
                                EXIT_UNAVAILABLE) from None
 
 
-def _openError(uri, error):
+def openError(uri, error):
     kind = type(error).__name__
     text = firstLine(error)
     if kind == 'LockError':
@@ -286,7 +286,7 @@ def _openError(uri, error):
 def runPgNotify(args):
     """``zcasync pg-notify install|remove|status``."""
     from zcasync import pgnotify
-    from zcasync.cli_common import EXIT_OK
+    from zcasync.cli.common import EXIT_OK
     if scheme(args.db) not in ('postgres', 'postgresql'):
         raise CommandError(
             'pg-notify is for RelStorage on PostgreSQL: give --db '

@@ -8,6 +8,8 @@ so a user never sees a traceback for a mistake of theirs.
 """
 import datetime
 import json
+import logging
+import sys
 
 import ZODB.utils
 
@@ -61,6 +63,50 @@ def firstLine(error):
         if line.strip():
             return line.strip()
     return type(error).__name__
+
+
+# --- logging and imports ---------------------------------------------------
+
+def setupLogging(level):
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(
+        '%(asctime)s %(levelname)-8s %(name)s [%(process)d]: %(message)s',
+        '%Y-%m-%d %H:%M:%S'))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def importModules(names):
+    import importlib
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as e:
+            raise CommandError(
+                'cannot import module %r given to --import (%s: %s); check '
+                'the name and PYTHONPATH' % (name, type(e).__name__,
+                                             firstLine(e)),
+                EXIT_IMPORT) from None
+
+
+
+def parseAddress(text, option='--address',
+                 example='127.0.0.1:8100'):
+    """(host, port) from ``HOST:PORT``; CommandError otherwise."""
+    host, sep, port = str(text).rpartition(':')
+    host = host.strip('[]')
+    try:
+        number = int(port)
+    except ValueError:
+        number = -1
+    if not sep or not host or not 0 <= number <= 65535:
+        raise CommandError(
+            '%s %r is not HOST:PORT (e.g. %s; port 0 picks a free port)'
+            % (option, text, example), EXIT_USAGE)
+    return host, number
 
 
 # --- job ids ---------------------------------------------------------------

@@ -4,10 +4,13 @@ Sub-commands: ``worker`` (run a dispatcher in the foreground), ``server``
 (a ZEO server on a FileStorage), ``dashboard`` (the web pages, API and
 metrics, in ``zcasync.web``), ``put`` (queue a job), ``status``,
 ``jobs``, ``job``, ``cancel``, ``retry``, ``schedules``, ``queue``,
-``prune`` and ``pg-notify``.  The work is done by ``cli_worker``,
-``cli_jobs``, ``cli_schedules`` and ``cli_db``; this module builds the
-argument parser, reads ``ZCASYNC_*`` environment variables and turns every
-problem into a one-line error and a distinct exit code (``cli_common``).
+``prune`` and ``pg-notify``.  The work is done by the modules of this
+package: ``worker``, ``server``, ``dashboard``, ``jobs`` (put, status,
+jobs, job, cancel, retry), ``schedules`` (schedules, queue, prune) and
+``db`` (database URIs, pg-notify); ``common`` holds the exit codes,
+errors and output helpers.  This module builds the argument parser, reads
+``ZCASYNC_*`` environment variables and turns every problem into a
+one-line error and a distinct exit code.
 
 Every option can also come from the environment: ``--poll-interval`` from
 ``ZCASYNC_POLL_INTERVAL``, ``--db`` from ``ZCASYNC_DB`` and so on (options
@@ -20,8 +23,8 @@ import math
 import os
 import sys
 
-from zcasync import cli_common
-from zcasync.cli_common import CommandError, EXIT_USAGE, EXIT_INTERNAL
+from zcasync.cli import common as cli_common
+from zcasync.cli.common import CommandError, EXIT_USAGE, EXIT_INTERNAL
 
 DESCRIPTION = """\
 zcasync: a durable, transactional job queue on ZODB.
@@ -420,35 +423,33 @@ def _preprocess(argv):
 
 def run(args):
     if args.run == 'worker':
-        from zcasync import cli_worker
-        return cli_worker.runWorker(args)
+        from zcasync.cli import worker
+        return worker.runWorker(args)
     if args.run == 'server':
-        from zcasync import cli_worker
-        return cli_worker.runServer(args)
+        from zcasync.cli import server
+        return server.runServer(args)
     if args.run == 'dashboard':
-        from zcasync import cli_worker
-        from zcasync.web import cli as web_cli
-        cli_worker.setupLogging(args.log_level)
-        cli_worker.importModules(args.imports or ())
-        return web_cli.runDashboard(args)
+        from zcasync.cli import dashboard
+        cli_common.setupLogging(args.log_level)
+        cli_common.importModules(args.imports or ())
+        return dashboard.runDashboard(args)
     if args.log_level is None:
         logging.getLogger().addHandler(logging.NullHandler())
     else:
-        from zcasync import cli_worker
-        cli_worker.setupLogging(args.log_level)
+        cli_common.setupLogging(args.log_level)
     import zcasync.configure
     zcasync.configure.base()
     if args.run == 'pg-notify':
-        from zcasync import cli_db
-        return cli_db.runPgNotify(args)
-    from zcasync import cli_jobs, cli_schedules
-    return {'put': cli_jobs.runPut, 'status': cli_jobs.runStatus,
-            'jobs': cli_jobs.runJobs, 'job': cli_jobs.runJob,
-            'cancel': cli_jobs.runCancel,
-            'retry': cli_jobs.runRetry,
-            'schedules': cli_schedules.runSchedules,
-            'queue': cli_schedules.runQueue,
-            'prune': cli_schedules.runPrune}[args.run](args)
+        from zcasync.cli import db
+        return db.runPgNotify(args)
+    from zcasync.cli import jobs, schedules
+    return {'put': jobs.runPut, 'status': jobs.runStatus,
+            'jobs': jobs.runJobs, 'job': jobs.runJob,
+            'cancel': jobs.runCancel,
+            'retry': jobs.runRetry,
+            'schedules': schedules.runSchedules,
+            'queue': schedules.runQueue,
+            'prune': schedules.runPrune}[args.run](args)
 
 
 def main(argv=None, environ=None):
