@@ -39,3 +39,22 @@ def test_an_unknown_postgres_database_is_a_one_line_error(postgres):
     [line] = done.stderr.strip().splitlines()
     assert line.startswith('zcasync status: error: cannot open the database')
     assert 'does not exist' in line
+
+
+def test_a_keep_history_mismatch_says_which_option_to_change(postgres):
+    # the fixture's database is history-free; create its schema
+    done = status(postgres)
+    assert done.returncode == 0, done.stderr
+    preserving = postgres.split('?')[0]  # RelStorage's default: history
+    done = status(preserving)
+    assert done.returncode == 4
+    [line] = done.stderr.strip().splitlines()
+    assert 'holds a history-free RelStorage schema' in line
+    assert 'add ?keep_history=false' in line
+    assert 'InvalidForeignKey' not in line
+
+
+def test_postgresql_scheme_opens_the_database(postgres):
+    done = status(postgres.replace('postgres://', 'postgresql://', 1))
+    assert done.returncode == 0, done.stderr
+    assert 'no zcasync queues' in done.stdout

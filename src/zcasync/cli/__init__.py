@@ -148,11 +148,13 @@ def _integer(text):
 
 
 def _common(options, db_help='database URI (see "zcasync --help")',
-            log_default=None):
+            log_default=None, connect_timeout=0.0):
     options.add('--db', required=True, metavar='URI', help=db_help)
-    options.add('--connect-timeout', type=_seconds, default=10.0,
+    options.add('--connect-timeout', type=_seconds, default=connect_timeout,
                 metavar='S', help='how long to wait for a ZEO or PostgreSQL '
-                'server to accept connections (default %(default)s)')
+                'server that does not accept connections yet (default '
+                '%(default)g: ' + ('wait for a server that is starting)'
+                                   if connect_timeout else 'fail at once)'))
     options.add('--log-level', type=_level, default=log_default,
                 metavar='LEVEL', help='DEBUG, INFO, WARNING, ERROR or '
                 'CRITICAL (default %s)' % (
@@ -176,7 +178,7 @@ def buildParser(environ):
              'agent. SIGTERM: no new claims, running jobs get --grace '
              'seconds, then unfinished work is left to recovery; exit 0.')
     o = Options(p, environ)
-    _common(o, log_default=logging.INFO)
+    _common(o, log_default=logging.INFO, connect_timeout=10.0)
     o.add('--queue', action='append', metavar='NAME',
           help="a queue to serve (repeatable; default: the primary queue '')")
     o.add('--agent', default='main', metavar='NAME',
@@ -211,7 +213,7 @@ def buildParser(environ):
              'actions (retry, cancel, resize, prune) need it in an '
              '"Authorization: Bearer TOKEN" header.')
     o = Options(p, environ)
-    _common(o, log_default=logging.INFO)
+    _common(o, log_default=logging.INFO, connect_timeout=10.0)
     o.add('--address', default='127.0.0.1:8080', metavar='HOST:PORT',
           help='where to listen (default %(default)s; port 0 picks one and '
           'prints it)')
