@@ -85,10 +85,12 @@ def test_failure_record_and_log(conn, queue, running, capture):
     assert result.check(RuntimeError)
     assert info['failed'] is True
     text = info['result']
-    assert text.startswith('*--- Failure #')
-    assert text.rstrip().endswith('---')
-    assert 'builtins.RuntimeError: bad input' in text
+    # Python's usual format: no frame variables, no Twisted banner
+    assert text.startswith('Traceback (most recent call last):')
+    assert text.rstrip().endswith('builtins.RuntimeError: bad input')
     assert 'test_dispatcher_support' in text  # the frame of `fail`
+    assert 'Locals' not in text and 'Failure #' not in text
+    assert len(text.strip().splitlines()) <= 8, text
     record = capture.find(logging.ERROR, ' failed in thread ')
     assert record.name == 'zcasync.trace'
     assert record.getMessage() == (
@@ -101,7 +103,7 @@ def test_huge_failure_is_cut(conn, queue, running, capture):
     job, result, info = run(conn, queue, running, Job(fail, message))
     assert result.getErrorMessage() == message  # the stored result is whole
     assert len(info['result']) == dispatchermodule.RESULT_LIMIT
-    assert info['result'].startswith('*--- Failure #')
+    assert info['result'].startswith('Traceback (most recent call last):')
     record = capture.find(logging.ERROR, ' failed in thread ')
     assert record.getMessage().endswith('\n' + info['result'])
 
