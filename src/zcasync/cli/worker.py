@@ -4,7 +4,9 @@ A worker runs one ``zcasync.dispatcher.Dispatcher`` with Twisted's reactor
 in the foreground:
 
 1. it reads its UUID (``--uuid-file``, else ``ZC_ASYNC_UUID``, else
-   ``./uuid.txt``; a missing file is created);
+   ``./uuid.txt``); a file that holds no UUID is refused at once, a
+   missing one is created (with its directory) only once the database
+   opened, so that a worker that fails to start leaves nothing behind;
 2. if that UUID is activated in one of its queues and not yet dead, it
    watches the record: a crashed predecessor (the same worker restarted)
    stops pinging and is found dead after its death interval, and the
@@ -46,22 +48,70 @@ log = logging.getLogger('zcasync.events')
 
 # --- the worker's UUID ---------------------------------------------------
 
-def readWorkerUUID(uuid_file):
-    """The worker's UUID and its file; the instance UUID of this process
-    becomes the worker's, so that jobs it queues name it as assigner."""
+def uuidFile(uuid_file, environ=None):
+    """(absolute path, how it was given) of the worker's UUID file:
+    ``--uuid-file``, else ``ZC_ASYNC_UUID``, else ``./uuid.txt``."""
     from zcasync import instanceuuid
+    environ = os.environ if environ is None else environ
     if uuid_file:
-        uuid_file = os.path.abspath(uuid_file)
-        os.environ[instanceuuid.ENV] = uuid_file
-        instanceuuid._reset()
+        return os.path.abspath(uuid_file), '--uuid-file'
+    if environ.get(instanceuuid.ENV):
+        return os.path.abspath(environ[instanceuuid.ENV]), \
+            'the %s environment variable' % instanceuuid.ENV
+    return os.path.abspath('uuid.txt'), 'the default ./uuid.txt'
+
+
+def _otherFile(source):
+    if source == '--uuid-file':
+        return 'give --uuid-file another path'
+    if source.startswith('the default'):
+        return 'give --uuid-file PATH'
+    return 'point %s at another path, or give --uuid-file PATH' % source
+
+
+def checkUUIDFile(path, source):
+    """Refuse an existing UUID file that holds no UUID, before anything
+    is done; a missing file is created later, once the worker starts."""
+    import uuid as uuidmodule
+    if not os.path.exists(path):
+        return
     try:
-        return instanceuuid.getUUID(), uuid_file or instanceuuid.path()
-    except ValueError as e:
-        raise CommandError(str(e), EXIT_USAGE) from None
+        with open(path) as f:
+            first = f.readline().strip()
     except OSError as e:
         raise CommandError(
-            'cannot read or create the UUID file %s (%s); fix --uuid-file '
-            'or ZC_ASYNC_UUID' % (e.filename or uuid_file, e.strerror),
+            'cannot read the UUID file %s given by %s (%s); fix its '
+            'permissions or %s' % (path, source, e.strerror,
+                                   _otherFile(source)), EXIT_USAGE) from None
+    except UnicodeDecodeError:
+        first = '(binary data)'
+    try:
+        uuidmodule.UUID(first)
+    except ValueError:
+        raise CommandError(
+            'the UUID file %s given by %s does not start with a UUID (found '
+            '%r); remove it to get a fresh UUID, or %s'
+            % (path, source, first[:60], _otherFile(source)),
+            EXIT_USAGE) from None
+
+
+def readWorkerUUID(path, source):
+    """The worker's UUID, from its file (created now when missing, with
+    any missing directories); the instance UUID of this process becomes
+    the worker's, so that jobs it queues name it as assigner."""
+    from zcasync import instanceuuid
+    os.environ[instanceuuid.ENV] = path
+    instanceuuid._reset()
+    try:
+        return instanceuuid.getUUID()
+    except ValueError:  # changed since it was checked
+        checkUUIDFile(path, source)
+        raise
+    except OSError as e:
+        raise CommandError(
+            'cannot create the UUID file %s given by %s (%s); fix the '
+            'directory\'s permissions or %s' % (
+                e.filename or path, source, e.strerror, _otherFile(source)),
             EXIT_USAGE) from None
 
 
@@ -205,12 +255,14 @@ class Worker:
                                            args.ping_death_interval, problem),
                                EXIT_USAGE)
         setupLogging(args.log_level)
-        uuid, uuid_path = readWorkerUUID(args.uuid_file)
+        uuid_path, source = uuidFile(args.uuid_file)
+        checkUUIDFile(uuid_path, source)
         importModules(args.imports or ())
         import zcasync.configure
         zcasync.configure.base()
         self.db = cli_db.openDatabase(args.db, args.connect_timeout)
-        self.uuid = uuid
+        # the file (and its directory) only now that the worker can start
+        uuid = self.uuid = readWorkerUUID(uuid_path, source)
         self.conn = self.db.open(
             transaction_manager=transaction.TransactionManager())
         waitForPredecessor(self.conn, uuid, self.names)
