@@ -136,20 +136,13 @@ def parseJobId(text):
 # --- statuses ----------------------------------------------------------------
 
 def statusName(job):
-    """pending, assigned, active, callbacks, completed or new."""
-    from zcasync import interfaces
-    return {
-        interfaces.NEW: 'new',
-        interfaces.PENDING: 'pending',
-        interfaces.PARKED: 'parked',
-        interfaces.ASSIGNED: 'assigned',
-        interfaces.ACTIVE: 'active',
-        interfaces.CALLBACKS: 'callbacks',
-        interfaces.COMPLETED: 'completed',
-    }.get(job.status, str(job.status))
+    """pending, parked, assigned, active, callbacks, completed or new (the
+    dashboard API's names)."""
+    from zcasync.web import api
+    return api.statusName(job.status)
 
 
-# --- values ------------------------------------------------------------------
+# --- output ------------------------------------------------------------------
 
 def isoTime(value):
     """An aware datetime as ISO 8601 UTC text, or None."""
@@ -165,23 +158,66 @@ def seconds(value):
     return value.total_seconds()
 
 
-def jsonable(value):
-    """`value` if JSON can represent it faithfully, else its repr."""
-    try:
-        if json.loads(json.dumps(value)) == value:
-            return value
-    except (TypeError, ValueError, OverflowError, RecursionError):
-        pass
-    return repr(value)
+def shortTime(text):
+    """``2030-01-31 09:00:00`` (UTC, whole seconds) from ISO text."""
+    if not text:
+        return '-'
+    value = datetime.datetime.fromisoformat(text)
+    return value.astimezone(datetime.timezone.utc).strftime(
+        '%Y-%m-%d %H:%M:%S')
 
 
 def showValue(value):
-    """Text for a result or an annotation: JSON when it round-trips,
-    else the repr."""
-    if jsonable(value) is value:
-        return json.dumps(value)
-    return repr(value)
+    """A result or an annotation as JSON text (values JSON cannot hold
+    faithfully -- NaN, objects -- as their repr, a JSON string)."""
+    from zcasync.web import api
+    return json.dumps(api.display(value, api.TRACEBACK_LIMIT))
 
 
 def printJson(data):
-    print(json.dumps(data, indent=2, sort_keys=True))
+    """The one JSON document a command prints with ``--json``."""
+    print(json.dumps(data, indent=2, sort_keys=True), flush=True)
+
+
+def isTerminal(stream=None):
+    stream = sys.stdout if stream is None else stream
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def printTable(headers, rows, stream=None):
+    """Rows of cells: on a terminal a header row and aligned columns (the
+    last one not padded); piped, one line per row with its cells
+    separated by tabs and no header, for ``cut`` and ``awk``."""
+    stream = sys.stdout if stream is None else stream
+    rows = [[' '.join(str(cell).split()) if cell not in (None, '') else ''
+             for cell in row] for row in rows]
+    if not isTerminal(stream):
+        for row in rows:
+            stream.write('\t'.join(row) + '\n')
+        stream.flush()
+        return
+    shown = [list(headers)] + [[cell or '-' for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in shown)
+              for i in range(len(headers) - 1)]
+    for row in shown:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths)]
+        stream.write(('  '.join(cells + [row[-1]])).rstrip() + '\n')
+    stream.flush()
+
+
+def queueLabel(name, terminal=True):
+    """How text output names a queue: on a terminal the primary queue
+    ``''`` is ``(primary)``; piped output keeps the name as it is (an
+    empty field)."""
+    return '(primary)' if name == '' and terminal else name
+
+
+def warn(prog, message):
+    """``zcasync COMMAND: warning: MESSAGE`` on stderr."""
+    sys.stdout.flush()
+    sys.stderr.write('%s: warning: %s\n' % (prog, ' '.join(
+        str(message).split())))
+    sys.stderr.flush()

@@ -398,17 +398,17 @@ def runPgNotify(args):
         dsn = pgnotify.dsnOf(db)
         try:
             if args.action == 'install':
-                done = pgnotify.installTrigger(dsn)
-                print('notify trigger %s' % (
-                    'installed' if done else 'was already installed'))
+                changed = pgnotify.installTrigger(dsn)
+                text = 'installed' if changed else 'was already installed'
             elif args.action == 'remove':
-                done = pgnotify.removeTrigger(dsn)
-                print('notify trigger %s' % (
-                    'removed' if done else 'was not installed'))
+                changed = pgnotify.removeTrigger(dsn)
+                text = 'removed' if changed else 'was not installed'
             else:
-                print('notify trigger %s' % (
-                    'installed' if pgnotify.triggerInstalled(dsn)
-                    else 'not installed: workers poll every poll interval'))
+                changed = False
+            installed = pgnotify.triggerInstalled(dsn)
+            if args.action == 'status':
+                text = 'installed' if installed else \
+                    'not installed: workers poll every poll interval'
         except Exception as e:
             raise CommandError(
                 'cannot %s the notify trigger (%s); the database user needs '
@@ -416,4 +416,10 @@ def runPgNotify(args):
                 % (args.action, firstLine(e)), EXIT_UNAVAILABLE) from None
     finally:
         db.close()
+    if getattr(args, 'json', False):
+        from zcasync.cli.common import printJson
+        printJson({'action': args.action, 'installed': bool(installed),
+                   'changed': bool(changed)})
+    else:
+        print('notify trigger %s' % text)
     return EXIT_OK

@@ -1,19 +1,25 @@
 """The ``zcasync`` commands that queue, inspect and manage jobs from a
-shell: ``put``, ``status``, ``jobs``, ``job``, ``cancel`` and ``retry``.
+shell: ``put``, ``jobs``, ``job``, ``cancel`` and ``retry`` (``status``
+is in ``zcasync.cli.status``).
 
 Each opens the database, works in one transaction (retried on conflicts
 when it writes) and closes it.  Read-only commands never commit.  A job is
 named by ``OID@DATABASE`` (or just ``OID``), as ``put`` and ``jobs`` print
-it; every command has ``--json`` for scripts.
+it.  With ``--json`` each command prints one JSON document whose fields
+are those of the dashboard's API (``zcasync.web.api``, ``docs/api.md``):
+a job summary, a job's details, a list as ``{"items": [...]}``, an
+action's answer.  Text output is a table: a header row and aligned
+columns on a terminal, tab-separated lines without a header when piped.
 """
 import datetime
 import heapq
 import importlib
 import json
 import math
+import re
+import shutil
 import sys
 import time
-import types
 
 import transaction
 import ZODB.POSException
@@ -21,13 +27,18 @@ import ZODB.utils
 
 from zcasync.cli import db as cli_db
 from zcasync.cli.common import (
-    CommandError, firstLine, formatJobId, parseJobId, statusName, isoTime,
-    seconds, jsonable, showValue, printJson, EXIT_OK, EXIT_FAILED,
-    EXIT_USAGE, EXIT_IMPORT, EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_TIMEOUT)
+    CommandError, firstLine, parseJobId, statusName, showValue, printJson,
+    printTable, isTerminal, queueLabel, shortTime, warn, EXIT_OK,
+    EXIT_FAILED, EXIT_USAGE, EXIT_IMPORT, EXIT_NOT_FOUND, EXIT_REFUSED,
+    EXIT_TIMEOUT)
+from zcasync.web import api
 
 HELD = ('assigned', 'active', 'callbacks')
 DONE = ('completed', 'succeeded', 'failed')
 KINDS = ('pending', 'parked') + HELD + DONE
+
+#: ApiError statuses as exit codes
+_API_CODES = {400: EXIT_USAGE, 404: EXIT_NOT_FOUND, 409: EXIT_REFUSED}
 
 
 class Session:
@@ -53,7 +64,10 @@ class Session:
         from zcasync.interfaces import KEY
         return self.conn.root().get(KEY)
 
-    def queue(self, name, create=False):
+    def queue(self, name, create=False, creatable=False):
+        """The queue `name`; with `create`, made when missing.  The error
+        for a missing queue suggests ``--create-queue`` only where the
+        command has it (`creatable`)."""
         from zcasync.interfaces import KEY
         from zcasync.queue import Queue, Queues
         queues = self.queues()
@@ -66,10 +80,15 @@ class Session:
             queues[name] = Queue()
             return queues[name]
         known = ', '.join(repr(n) for n in queues) if queues else 'none yet'
-        raise CommandError(
-            'no queue %r in this database (queues: %s); start a worker with '
-            '--queue %s first (it creates the queue), or pass --create-queue'
-            % (name, known, name or "''"), EXIT_NOT_FOUND)
+        option = name if name else "''"
+        if creatable:
+            remedy = ('start a worker with --queue %s first (it creates the '
+                      'queue), or pass --create-queue' % option)
+        else:
+            remedy = ('check the name; a worker started with --queue %s '
+                      'creates it' % option)
+        raise CommandError('no queue %r in this database (queues: %s); %s'
+                           % (name, known, remedy), EXIT_NOT_FOUND)
 
     def job(self, text):
         from zcasync import interfaces
@@ -98,120 +117,78 @@ class Session:
         return ob
 
 
-# --- describing ------------------------------------------------------------
-
-def _name(ob):
-    module = getattr(ob, '__module__', None)
-    qualname = getattr(ob, '__qualname__', None)
-    if module and qualname:
-        return '%s.%s' % (module, qualname)
-    return None
-
-
-def callText(job):
-    """``module.function(arg, ...)``; a method of a stored object shows
-    the object's class and oid."""
-    from zcasync import utils
+def apiCall(function, *args):
+    """Call a ``zcasync.web`` function; its ApiError becomes a
+    CommandError with the matching exit code."""
     try:
-        func = job.callable
-        owner = getattr(func, '__self__', None)
-        if owner is not None and not isinstance(owner, types.ModuleType) \
-                and not isinstance(owner, type):
-            label = type(owner).__qualname__
-            if getattr(owner, '_p_oid', None) is not None:
-                label = '%s(oid %d)' % (label, ZODB.utils.u64(owner._p_oid))
-            name = '%s.%s' % (label, getattr(func, '__name__', '?'))
-        else:
-            name = _name(func) or utils.shortRepr(func, 80)
-        args = [utils.shortRepr(a, 60) for a in job.args]
-        args += ['%s=%s' % (k, utils.shortRepr(v, 60))
-                 for k, v in (job._kwargs or {}).items()]
-        return '%s(%s)' % (name, ', '.join(args))
-    except Exception:
-        return repr(job)
+        return function(*args)
+    except api.ApiError as e:
+        raise CommandError(e.message, _API_CODES.get(
+            e.status, EXIT_REFUSED)) from None
 
 
-def describe(job, full=False):
-    from zcasync import utils
-    agent = job.agent
-    queue = job.queue
-    info = {
-        'id': formatJobId(job),
-        'oid': ZODB.utils.u64(job._p_oid),
-        'database': job._p_jar.db().database_name,
-        'status': statusName(job),
-        'call': callText(job),
-        'queue': queue.name if queue is not None else None,
-        'agent': agent.name if agent is not None else None,
-        'dispatcher': str(agent.parent.UUID)
-        if agent is not None and agent.parent is not None else None,
-        'begin_after': isoTime(job.begin_after),
-        'active_start': isoTime(job.active_start),
-        'active_end': isoTime(job.active_end),
-    }
-    if info['status'] == 'completed':
-        info['failed'] = utils.isFailure(job.result)
-    if info['status'] == 'parked':
-        for parked, reason, when in queue.parked():
-            if parked is job:
-                info['parked_reason'] = reason
-                info['parked_at'] = isoTime(when)
-    if not full:
-        return info
-    result = job.result
-    info.update({
-        'repr': repr(job),
-        'begin_by': seconds(job.begin_by),
-        'quota_names': list(job.quota_names),
-        'priority': job.priority,
-        'unique_key': job.unique_key,
-        'retry_policy': _policyName(job.retry_policy_factory),
-        'assigner': str(job.assignerUUID) if job.assignerUUID else None,
-        'callbacks': len(job.callbacks),
-        'annotations': {str(k): jsonable(v)
-                        for k, v in job.annotations.items()},
-    })
-    if utils.isFailure(result):
-        info['result'] = None
-        info['error'] = '%s: %s' % (utils.exceptionClassName(result),
-                                    result.getErrorMessage())
-        info['traceback'] = result.getTraceback()
-    else:
-        info['result'] = jsonable(result)
-    return info
+# --- arguments ---------------------------------------------------------------
+
+#: Text that is meant as JSON: a number, a string, a list, an object, a
+#: literal.  Anything else is passed as a string.
+_JSONISH = re.compile(r'''\s*([-+]?\.?\d|[\[{"]|(true|false|null|NaN|
+                          [-+]?Infinity)\s*$)''', re.VERBOSE)
+_KEYWORD = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)=(.*)\Z', re.DOTALL)
 
 
-def _policyName(factory):
-    if factory is None or isinstance(factory, str):
-        return factory
-    return '%s:%s' % (getattr(factory, '__module__', '?'),
-                      getattr(factory, '__qualname__', repr(factory)))
+def _finite(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError('%s is not a finite number' % text)
+    return value
 
 
-def _agentLabel(info):
-    if not info['agent']:
-        return '-'
-    return '%s@%s' % (info['agent'], info['dispatcher'].replace('-', '')[:8])
+def _constant(text):
+    raise ValueError('%s is not a number JSON allows' % text)
 
 
-def _timeLabel(info):
-    if info['status'] == 'completed':
-        return info['active_end'] or '-'
-    if info['status'] in ('active', 'callbacks'):
-        return info['active_start'] or '-'
-    return info['begin_after'] or '-'
+def parseValue(text, what):
+    """A value given on the command line: JSON when it looks like JSON (it
+    must then be valid, finite JSON), else the text itself as a string."""
+    if not _JSONISH.match(text):
+        return text
+    try:
+        return json.loads(text, parse_float=_finite,
+                          parse_constant=_constant)
+    except ValueError as e:
+        raise CommandError(
+            '%s %r is not valid JSON (%s); write JSON (42, 1.5, true, '
+            '[1, 2], {"a": 1}), or quote a string as \'"text"\''
+            % (what, text, e), EXIT_USAGE) from None
 
 
-def jobLine(info):
-    status = info['status']
-    if status == 'completed':
-        status = 'failed' if info.get('failed') else 'succeeded'
-    return '%-14s %-9s %-10s %-16s %-32s %s' % (
-        info['id'], status, repr(info['queue']), _agentLabel(info),
-        _timeLabel(info), info['call'])
+def parseArguments(texts, keywords=None):
+    """(args, kwargs) from ``ARG`` and ``NAME=VALUE`` words (and the
+    ``--kw NAME=JSON`` options in `keywords`)."""
+    args, kwargs = [], {}
+    for number, text in enumerate(texts, 1):
+        match = _KEYWORD.match(text)
+        if match is None:
+            if kwargs:
+                raise CommandError(
+                    'argument %r comes after keyword argument(s) %s: put '
+                    'positional arguments first' % (text, ', '.join(
+                        kwargs)), EXIT_USAGE)
+            args.append(parseValue(text, 'argument %d' % number))
+            continue
+        name, value = match.groups()
+        if name in kwargs:
+            raise CommandError('keyword argument %s is given twice' % name,
+                               EXIT_USAGE)
+        kwargs[name] = parseValue(value, 'keyword argument %s=' % name)
+    from zcasync.cli.schedules import parseKeywords
+    for name, value in parseKeywords(keywords).items():
+        if name in kwargs:
+            raise CommandError('keyword argument %s is given twice' % name,
+                               EXIT_USAGE)
+        kwargs[name] = value
+    return args, kwargs
 
-
-# --- put -------------------------------------------------------------------
 
 def importCallable(spec, what='the job'):
     module_name, sep, attribute = str(spec).partition(':')
@@ -237,14 +214,6 @@ def importCallable(spec, what='the job'):
         raise CommandError('%s is not callable (it is a %s)' % (
             spec, type(ob).__name__), EXIT_IMPORT)
     return ob
-
-
-def parseArgument(text):
-    """JSON when it parses, else the string itself."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
 
 
 def parseBeginAfter(text):
@@ -281,13 +250,38 @@ def retryPolicy(spec):
     return spec
 
 
+# --- who serves a queue --------------------------------------------------------
+
+def servingProblem(name, queue):
+    """Why no job of the queue would start now, or None: it is paused, or
+    no live dispatcher has an agent (with room) in it."""
+    if queue.paused:
+        return ('queue %r is paused: it hands out no job until "zcasync '
+                'queue resume %s"' % (name, name or "''"))
+    alive = serving = 0
+    for agents in queue.dispatchers.values():
+        if api.registrationState(agents) != 'alive':
+            continue
+        alive += 1
+        if any(agent.size > 0 for agent in agents.values()):
+            serving += 1
+    if serving:
+        return None
+    who = ('%d live dispatcher(s) are registered there, but none has an '
+           'agent' % alive) if alive else 'no live worker serves it'
+    return ('no worker runs jobs of queue %r (%s): its jobs wait until one '
+            'does; start a worker with --queue %s' % (
+                name, who, name or "''"))
+
+
+# --- put -------------------------------------------------------------------
+
 def runPut(args):
     from zcasync import utils
     from zcasync.job import Job
-    from zcasync.cli.schedules import parseKeywords, parseDuration
+    from zcasync.cli.schedules import parseDuration
     func = importCallable(args.callable)
-    values = [parseArgument(a) for a in args.args]
-    kwargs = parseKeywords(args.kw)
+    values, kwargs = parseArguments(args.args, args.kw)
     unique_for = None
     if args.unique_for is not None:
         if args.unique is None:
@@ -322,7 +316,8 @@ def runPut(args):
     with Session(args, create=args.create_queue) as session:
         for attempt in session.tm.attempts(10):
             with attempt:
-                queue = session.queue(args.queue, create=args.create_queue)
+                queue = session.queue(args.queue, create=args.create_queue,
+                                      creatable=True)
                 new = Job(func, *values, **kwargs)
                 try:
                     job = queue.put(
@@ -332,110 +327,94 @@ def runPut(args):
                 except (TypeError, ValueError) as e:
                     session.tm.abort()
                     raise CommandError(firstLine(e), EXIT_USAGE) from None
-        info = describe(job)
+                problem = servingProblem(args.queue, queue)
+        info = api.jobSummary(job)
+        job_id = info['id']
+        warnings = []
         if job is not new:
-            info['existing'] = True  # the unique key was held
-        if args.json and wait is None:
-            printJson(info)
-        else:
-            if info.get('existing'):
-                sys.stderr.write('unique key %r is held by job %s: not '
-                                 'queued again\n' % (args.unique,
-                                                      info['id']))
-            print(info['id'], flush=True)
+            warnings.append('unique key %r is held by job %s: not queued '
+                            'again' % (args.unique, job_id))
+        if problem:
+            warnings.append(problem)
+        for text in warnings:
+            warn('zcasync put', text)
         if wait is None:
+            if args.json:
+                printJson(dict(info, existing=job is not new,
+                               warnings=warnings))
+            else:
+                print(job_id, flush=True)
             return EXIT_OK
-        return waitForJob(session, job._p_oid, info['id'], wait, args.json)
-
-
-def waitForJob(session, oid, job_id, timeout, as_json):
-    from zcasync import interfaces, utils
-    deadline = time.monotonic() + timeout
-    while True:
-        session.tm.begin()
-        job = session.conn.get(oid)
-        if job.status == interfaces.COMPLETED:
-            break
-        if time.monotonic() >= deadline:
-            status = statusName(job)
-            session.tm.abort()
+        if not args.json:
+            print(job_id, flush=True)
+        code, job = waitForJob(session, job._p_oid, job_id, wait,
+                               show=not args.json and isTerminal(
+                                   sys.stderr))
+        if args.json:
+            printJson(dict(api.jobDetail(job), existing=job is not new,
+                           warnings=warnings))
+        elif code == EXIT_FAILED:
+            print(job.result.getTraceback().rstrip())
+        elif code == EXIT_OK:
+            print(showValue(job.result))
+        session.tm.abort()
+        if code == EXIT_TIMEOUT:
             raise CommandError(
                 'job %s is still %s after %g s; it stays queued ("zcasync '
-                'job %s" shows it later)' % (job_id, status, timeout, job_id),
-                EXIT_TIMEOUT)
-        session.tm.abort()
-        time.sleep(0.1)
-    failed = utils.isFailure(job.result)
-    if as_json:
-        printJson(describe(job, full=True))
-    elif failed:
-        print(job.result.getTraceback().rstrip())
-    else:
-        print(showValue(job.result))
-    session.tm.abort()
-    return EXIT_FAILED if failed else EXIT_OK
+                'job %s" shows it later)' % (job_id, statusName(job), wait,
+                                              job_id), EXIT_TIMEOUT)
+        return code
 
 
-# --- views -----------------------------------------------------------------
+def progressLine(job):
+    """``job ID: active 38% (3/8) rendering page 4`` from the live
+    annotations ``progress`` and ``status``."""
+    info = api.jobSummary(job)
+    parts = ['job %s: %s' % (info['id'], info['status'])]
+    progress = info.get('progress')
+    if progress:
+        parts.append('%d%%' % round(progress['fraction'] * 100))
+        if progress['total'] is not None:
+            parts.append('(%s/%s)' % (progress['done'], progress['total']))
+    if info.get('status_text'):
+        parts.append(info['status_text'])
+    if info['status'] == 'pending':
+        parts.append('(waiting for a worker)')
+    return ' '.join(parts)
 
-def runStatus(args):
-    from zcasync import utils
-    with Session(args) as session:
-        queues = session.queues()
-        data = {'database': session.db.database_name, 'queues': []}
-        now = utils.now()
-        for name, queue in (queues.items() if queues is not None else ()):
-            entry = {'name': name, 'pending': len(queue), 'dispatchers': [],
-                     'paused': queue.paused,
-                     'schedules': len(queue.existingSchedules() or ())}
-            for uuid, agents in queue.dispatchers.items():
-                last = agents.last_ping
-                entry['dispatchers'].append({
-                    'uuid': str(uuid),
-                    'activated': isoTime(agents.activated),
-                    'last_ping': isoTime(last),
-                    'since_last_ping': seconds(now - last) if last else None,
-                    'dead': bool(agents.activated and agents.dead),
-                    'ping_interval': seconds(agents.ping_interval),
-                    'ping_death_interval': seconds(
-                        agents.ping_death_interval),
-                    'agents': [{'name': agent_name, 'size': agent.size,
-                                'held': len(agent),
-                                'completed': len(agent.completed)}
-                               for agent_name, agent in agents.items()],
-                })
-            data['queues'].append(entry)
-    if args.json:
-        printJson(data)
-        return EXIT_OK
-    if not data['queues']:
-        print('no zcasync queues in database %r yet (a worker creates them '
-              'when it starts)' % data['database'])
-    for entry in data['queues']:
-        print('queue %r: %d pending, %d dispatcher(s)%s%s' % (
-            entry['name'], entry['pending'], len(entry['dispatchers']),
-            ', %d schedule(s)' % entry['schedules'] if entry['schedules']
-            else '', ' (PAUSED: no job is handed out)' if entry['paused']
-            else ''))
-        for d in entry['dispatchers']:
-            if not d['activated']:
-                state = 'stopped'
-            elif d['dead']:
-                state = 'DEAD'
-            else:
-                state = 'alive'
-            ago = d['since_last_ping']
-            print('  dispatcher %s: %s, activated %s, last ping %s%s, ping '
-                  'every %g s, dead after %g s' % (
-                      d['uuid'], state, d['activated'] or '-',
-                      d['last_ping'] or '-',
-                      ' (%.1f s ago)' % ago if ago is not None else '',
-                      d['ping_interval'], d['ping_death_interval']))
-            for a in d['agents']:
-                print('    agent %r: size %d, holding %d, completed %d' % (
-                    a['name'], a['size'], a['held'], a['completed']))
-    return EXIT_OK
 
+def waitForJob(session, oid, job_id, timeout, show=False, interval=0.1):
+    """Wait until the job completes, at most `timeout` seconds; returns
+    (exit code, job).  With `show`, its progress is kept up to date on one
+    line of stderr (a terminal)."""
+    from zcasync import interfaces, utils
+    deadline = time.monotonic() + timeout
+    width = shutil.get_terminal_size((80, 24)).columns - 1
+    shown, drawn = '', 0  # the line shown, the widest one drawn
+    try:
+        while True:
+            session.tm.begin()
+            job = session.conn.get(oid)
+            if job.status == interfaces.COMPLETED:
+                failed = utils.isFailure(job.result)
+                return (EXIT_FAILED if failed else EXIT_OK), job
+            if time.monotonic() >= deadline:
+                return EXIT_TIMEOUT, job
+            if show:
+                line = progressLine(job)[:width]
+                if line != shown:
+                    sys.stderr.write('\r' + line.ljust(drawn))
+                    sys.stderr.flush()
+                    shown, drawn = line, max(drawn, len(line))
+            session.tm.abort()
+            time.sleep(interval)
+    finally:
+        if drawn:
+            sys.stderr.write('\r' + ' ' * drawn + '\r')
+            sys.stderr.flush()
+
+
+# --- jobs ------------------------------------------------------------------
 
 def _agentsOf(queue, agent_name):
     for agents in queue.dispatchers.values():
@@ -445,8 +424,11 @@ def _agentsOf(queue, agent_name):
 
 
 def iterJobs(queues, kind, queue_name=None, agent_name=None):
+    """Jobs of one kind (all kinds for None): pending ones in claim
+    order, parked ones, those agents hold, then completed ones newest
+    first."""
     from zcasync import utils
-    selected = [q for n, q in queues.items()
+    selected = [q for n, q in sorted(queues.items())
                 if queue_name is None or n == queue_name]
     kinds = (kind,) if kind else KINDS
     if 'pending' in kinds and agent_name is None:
@@ -476,50 +458,120 @@ def iterJobs(queues, kind, queue_name=None, agent_name=None):
             yield job
 
 
+def _isRecovery(job):
+    try:
+        return api.isRecovery(job)
+    except Exception:
+        return False  # unreadable: listed, as such
+
+
+def _agentLabel(info):
+    if not info.get('agent'):
+        return '-'
+    return '%s@%s' % (info['agent'], info['dispatcher'].replace('-', '')[:8])
+
+
+def _when(info):
+    state = info['status']
+    if state == 'completed':
+        return 'ended %s' % shortTime(info['active_end'])
+    if info.get('active_start'):
+        return 'started %s' % shortTime(info['active_start'])
+    if info.get('begin_after'):
+        return 'due %s' % shortTime(info['begin_after'])
+    return '-'
+
+
+JOB_HEADERS = ('ID', 'STATE', 'QUEUE', 'AGENT', 'WHEN (UTC)', 'CALL')
+
+
+def jobRow(info, terminal=True):
+    """A table row for a job summary (see ``JOB_HEADERS``)."""
+    if info['status'] == 'unreadable':
+        return [info['id'], 'unreadable', '', '', '', info['error']]
+    call = info['call']
+    if info.get('retried_as'):
+        call += ' [retried as %s]' % info['retried_as']
+    if info.get('internal'):
+        call += ' [recovery]'
+    return [info['id'], info['state'], queueLabel(info['queue'], terminal)
+            if info['queue'] is not None else '-', _agentLabel(info),
+            _when(info), call]
+
+
 def runJobs(args):
     if args.limit < 0:
         raise CommandError('--limit must be >= 0 (0: no limit)', EXIT_USAGE)
+    hidden = 0
+    more = False
     with Session(args) as session:
         queues = session.queues() or {}
         if args.queue is not None:
             session.queue(args.queue)  # unknown queue: a clear error
         found = []
+        now = None
         for job in iterJobs(queues, args.kind, args.queue, args.agent):
-            found.append(describe(job))
+            if not args.internal and _isRecovery(job):
+                hidden += 1
+                continue
             if args.limit and len(found) >= args.limit:
+                more = True
                 break
+            found.append(api.jobSummary(job, now))
     if args.json:
-        printJson(found)
-    else:
-        for info in found:
-            print(jobLine(info))
+        printJson({'state': args.kind, 'items': found, 'limit': args.limit,
+                   'more': more})
+        return EXIT_OK
+    terminal = isTerminal()
+    printTable(JOB_HEADERS, [jobRow(info, terminal) for info in found])
+    if terminal:
         if not found:
             print('no %sjobs' % (args.kind + ' ' if args.kind else ''))
+        if more:
+            print('(more than %d: --limit N shows more, 0 all)'
+                  % args.limit)
+        if hidden:
+            print('(%d internal recovery job(s) not shown: --internal)'
+                  % hidden)
     return EXIT_OK
 
 
+# --- job -------------------------------------------------------------------
+
 def runJob(args):
     with Session(args) as session:
-        info = describe(session.job(args.id), full=True)
+        info = api.jobDetail(session.job(args.id))
     if args.json:
         printJson(info)
         return EXIT_OK
-    for key in ('id', 'repr', 'status', 'queue', 'dispatcher', 'agent',
-                'begin_after', 'begin_by', 'active_start', 'active_end',
-                'retry_policy', 'quota_names', 'priority', 'unique_key',
-                'assigner', 'callbacks'):
-        value = info[key]
-        if key == 'begin_by' and value is not None:
-            value = '%g s after begin_after' % value
-        print('%-13s %s' % (key + ':', '-' if value in (None, [])
-                            else value))
-    if 'traceback' in info:
+    lines = []
+    for key in ('id', 'repr', 'status', 'state', 'queue', 'dispatcher',
+                'agent', 'begin_after', 'begin_by_seconds', 'active_start',
+                'active_end', 'retry_policy', 'quota_names', 'priority',
+                'unique_key', 'assigner', 'parked_at', 'retried_as'):
+        value = info.get(key)
+        if key == 'queue' and value is not None:
+            value = '%s (%r)' % (queueLabel(value), value) if value == '' \
+                else value
+        if key == 'begin_by_seconds':
+            key = 'begin_by'
+            if value is not None:
+                value = '%g s after begin_after' % value
+        if value in (None, []) and key in ('parked_at', 'retried_as'):
+            continue
+        lines.append('%-13s %s' % (key + ':', '-' if value in (None, [])
+                                   else value))
+    lines.append('%-13s %d' % ('callbacks:', len(info['callbacks'])))
+    print('\n'.join(lines))
+    if info['traceback']:
         print('failed:       %s' % info['error'])
         print(info['traceback'].rstrip())
+    elif info['status'] == 'parked':
+        print('parked:       %s' % info['error'])
     elif info['status'] == 'completed':
-        print('result:       %s' % showValue(info['result']))
+        print('result:       %s' % json.dumps(info['result']))
     for key, value in sorted(info['annotations'].items()):
-        print('annotation %r: %s' % (key, showValue(value)))
+        print('annotation %r: %s' % (key, json.dumps(value)))
     return EXIT_OK
 
 
@@ -538,18 +590,17 @@ def runCancel(args):
                     session.tm.abort()
                     raise CommandError(_cannotCancel(args.id, status),
                                        EXIT_REFUSED)
-                info = describe(job)
                 # a parked job, or one whose module cannot be imported
                 # here, is removed without being written
                 parent.remove(job)
-                job.annotations['zcasync.cancelled'] = isoTime(utils.now())
-                info['status'] = statusName(job)
-                info['cancelled_from'] = parent.name
+                job.annotations['zcasync.cancelled'] = api.iso(utils.now())
+                answer = {'action': 'cancel', 'job': api.jobId(job),
+                          'queue': parent.name}
     if args.json:
-        printJson(info)
+        printJson(answer)
     else:
-        print('cancelled job %s: removed from queue %r; it will not run'
-              % (info['id'], info['cancelled_from']))
+        print('cancelled job %s: removed from queue %s; it will not run'
+              % (answer['job'], queueLabel(answer['queue'])))
     return EXIT_OK
 
 
@@ -566,50 +617,28 @@ def _cannotCancel(job_id, status):
 
 
 def runRetry(args):
-    from zcasync import utils
-    from zcasync.job import Job
+    """A failed job: a new job with its call (the dashboard's retry
+    action, ``zcasync.web.actions.retry``); a parked job: back in its
+    queue."""
+    from zcasync.web import actions
     with Session(args) as session:
         for attempt in session.tm.attempts(10):
             with attempt:
                 job = session.job(args.id)
-                status = statusName(job)
-                if status == 'parked':
+                if statusName(job) == 'parked':
                     # back in its queue, where it was (its module must be
                     # importable by the workers now)
                     job.queue.unpark(job)
-                    new = job
-                    break
-                if status != 'completed' or not utils.isFailure(job.result):
-                    session.tm.abort()
-                    raise CommandError(
-                        'cannot retry job %s: it is %s%s; only a failed job '
-                        'can be queued again' % (
-                            args.id, status, ' and succeeded'
-                            if status == 'completed' else ''), EXIT_REFUSED)
-                queue = job.queue
-                if queue is None:
-                    session.tm.abort()
-                    raise CommandError(
-                        'cannot retry job %s: it belongs to no queue (a '
-                        'callback runs with its parent job)' % args.id,
-                        EXIT_REFUSED)
-                new = Job(job.callable, *job.args, **dict(job._kwargs or {}))
-                new.quota_names = [n for n in job.quota_names
-                                   if n in queue.quotas]
-                new.failure_log_level = job.failure_log_level
-                new.annotations['zcasync.retry_of'] = formatJobId(job)
-                queue.put(new, begin_by=job.begin_by,
-                          retry_policy_factory=job.retry_policy_factory)
-        info = describe(new)
+                    answer = {'action': 'unpark', 'job': api.jobId(job),
+                              'queue': job.queue.name}
+                else:
+                    answer = apiCall(actions.retry, session.conn,
+                                     api.jobId(job), {})
     if args.json:
-        if new is job:
-            info['unparked'] = True
-        else:
-            info['retry_of'] = formatJobId(job)
-        printJson(info)
-    elif new is job:
-        print('%s: back in queue %r, where it was' % (info['id'],
-                                                     info['queue']))
+        printJson(answer)
+    elif answer['action'] == 'unpark':
+        print('%s: back in queue %s, where it was' % (
+            answer['job'], queueLabel(answer['queue'])))
     else:
-        print(info['id'])
+        print(answer['new_job'])
     return EXIT_OK
