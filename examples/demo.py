@@ -22,6 +22,7 @@ import transaction
 import ZODB
 import ZODB.FileStorage
 
+sys.dont_write_bytecode = True  # leave no __pycache__ in the clone
 here = tempfile.mkdtemp(prefix='zcasync-demo-')
 os.environ.setdefault('ZC_ASYNC_UUID', os.path.join(here, 'uuid.txt'))
 
