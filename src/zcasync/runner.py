@@ -340,7 +340,7 @@ class Runner:
     def _finish(self, job, call, record, result, level=None):
         failed = utils.isFailure(result)
         if failed:
-            text = utils.failureText(result)
+            text = result.getTraceback(detail='verbose')
         elif isinstance(result, str):
             text = repr(result)
         else:

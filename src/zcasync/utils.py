@@ -257,16 +257,6 @@ def makeFailure(exc=None, captureVars=None):
                    captureVars=captureVars).clean()
 
 
-def failureText(failure):
-    """A failure's traceback for logs and records: Python's usual format
-    (files, lines, functions), or Twisted's verbose one when the frames'
-    variables were captured (``setCaptureVariables``) and can be shown."""
-    frames = getattr(failure, 'frames', None) or ()
-    if any(frame[3] or frame[4] for frame in frames):
-        return failure.getTraceback(detail='verbose')
-    return failure.getTraceback()
-
-
 def isFailure(value):
     return isinstance(value, twisted.python.failure.Failure)
 

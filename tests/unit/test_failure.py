@@ -245,20 +245,3 @@ def test_frame_variables_kept_when_asked_for_globally(conn):
         detail='verbose')
     assert 'secret :' not in makeFailure(failWithLocals, 3).getTraceback(
         detail='verbose')
-
-
-def test_failure_text_is_short_unless_variables_were_captured():
-    # a worker's log of a one-line ValueError: Python's usual traceback
-    text = utils.failureText(makeFailure(failWithLocals, 3))
-    assert text.startswith('Traceback (most recent call last):')
-    assert 'failWithLocals' in text
-    assert 'Capture of Locals' not in text and 'Failure #' not in text
-    assert 'secret :' not in text and 'counter :' not in text
-    assert len(text.strip().splitlines()) <= 8, text
-    previous = utils.setCaptureVariables(True)
-    try:
-        captured = makeFailure(failWithLocals, 3)
-    finally:
-        utils.setCaptureVariables(previous)
-    # asked for variables: the verbose form shows them
-    assert 'secret : <Secret 1234>' in utils.failureText(captured)
