@@ -5,9 +5,9 @@ Sub-commands: ``worker`` (run a dispatcher in the foreground), ``server``
 metrics, in ``zcasync.web``), ``put`` (queue a job), ``status``,
 ``jobs``, ``job``, ``cancel``, ``retry``, ``schedules``, ``queue``,
 ``prune`` and ``pg-notify``.  The work is done by the modules of this
-package: ``worker``, ``server``, ``dashboard``, ``jobs`` (put, status,
-jobs, job, cancel, retry), ``schedules`` (schedules, queue, prune) and
-``db`` (database URIs, pg-notify); ``common`` holds the exit codes,
+package: ``worker``, ``server``, ``dashboard``, ``put``, ``jobs`` (jobs,
+job, cancel, retry), ``status``, ``schedules`` (schedules, queue, prune)
+and ``db`` (database URIs, pg-notify); ``common`` holds the exit codes,
 errors and output helpers.  This module builds the argument parser, reads
 ``ZCASYNC_*`` environment variables and turns every problem into a
 one-line error and a distinct exit code.
@@ -487,8 +487,8 @@ def run(args):
     if args.run == 'pg-notify':
         from zcasync.cli import db
         return db.runPgNotify(args)
-    from zcasync.cli import jobs, schedules, status
-    return {'put': jobs.runPut, 'status': status.runStatus,
+    from zcasync.cli import jobs, put, schedules, status
+    return {'put': put.runPut, 'status': status.runStatus,
             'jobs': jobs.runJobs, 'job': jobs.runJob,
             'cancel': jobs.runCancel,
             'retry': jobs.runRetry,

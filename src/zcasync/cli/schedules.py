@@ -146,7 +146,8 @@ def runSchedules(args):
 
 
 def _addSchedule(args):
-    from zcasync.cli.jobs import Session, importCallable, parseArguments
+    from zcasync.cli.jobs import Session
+    from zcasync.cli.put import importCallable, parseArguments
     if not args.callable:
         raise CommandError('"schedules add NAME module:function [ARG...]" '
                            'needs the function to call', EXIT_USAGE)

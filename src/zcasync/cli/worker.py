@@ -33,7 +33,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
 
 import transaction
