@@ -39,6 +39,7 @@ examples:
   zcasync worker --db zeo://127.0.0.1:8100 --uuid-file w1.uuid \\
       --import myapp.tasks --size 4
   zcasync put --db zeo://127.0.0.1:8100 myapp.tasks:send_report 42 '"weekly"'
+  zcasync put --db zeo://127.0.0.1:8100 --wait myapp.tasks:f 1 title=draft
   zcasync put --db zeo://127.0.0.1:8100 --in 3600 --wait 4000 myapp.tasks:f
   zcasync put --db zeo://127.0.0.1:8100 --priority 5 --unique report-42 \\
       --kw title='"weekly"' myapp.tasks:send_report 42
@@ -57,6 +58,7 @@ database URIs (--db, through zodburi):
   file:///path/Data.fs     one process only (use "zcasync server" to share)
   zeo://HOST:PORT          a ZEO server; ?wait_timeout=S for outages
   postgres://USER@HOST:PORT/DBNAME?keep_history=false   RelStorage
+                           (postgresql:// works too)
   memory://                an in-memory database (tests)
   database options take the connection_ prefix: ?connection_pool_size=10
 
