@@ -6,9 +6,13 @@ job's progress through live annotations, and prints results, a failure and
 the dispatcher's statistics.
 
 Run: python examples/demo.py [DATA_DIR]
+
+Without DATA_DIR the database lives in a temporary folder that the demo
+removes when it ends; the instance UUID file always does.
 """
 import operator
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -18,6 +22,7 @@ import transaction
 import ZODB
 import ZODB.FileStorage
 
+sys.dont_write_bytecode = True  # leave no __pycache__ in the clone
 here = tempfile.mkdtemp(prefix='zcasync-demo-')
 os.environ.setdefault('ZC_ASYNC_UUID', os.path.join(here, 'uuid.txt'))
 
@@ -111,4 +116,7 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    try:
+        main()
+    finally:
+        shutil.rmtree(here, ignore_errors=True)

@@ -1,11 +1,22 @@
 """Shared fixtures: a FileStorage database in a temp dir, a clean
-component registry with zcasync's registrations, and a UUID file."""
+component registry with zcasync's registrations, and a UUID file.
+
+A test run leaves nothing behind: the UUID file's folder is removed when
+the run ends, pytest keeps the temporary folders of failed tests only
+(``tmp_path_retention_policy`` in pyproject.toml), and no bytecode is
+written (here and in the processes the tests start)."""
 import os
+import shutil
+import sys
 import tempfile
 
-os.environ.setdefault(
-    'ZC_ASYNC_UUID', os.path.join(tempfile.mkdtemp(prefix='zcasync-uuid-'),
-                                  'uuid.txt'))
+sys.dont_write_bytecode = True
+os.environ['PYTHONDONTWRITEBYTECODE'] = '1'  # for the processes started
+
+_UUID_DIR = None
+if not os.environ.get('ZC_ASYNC_UUID'):
+    _UUID_DIR = tempfile.mkdtemp(prefix='zcasync-uuid-')
+    os.environ['ZC_ASYNC_UUID'] = os.path.join(_UUID_DIR, 'uuid.txt')
 
 import datetime  # noqa: E402
 
@@ -72,3 +83,8 @@ def clock(request):
     utils.setClock(fixed)
     yield fixed
     utils.setClock(None)
+
+
+def pytest_unconfigure(config):
+    if _UUID_DIR is not None:
+        shutil.rmtree(_UUID_DIR, ignore_errors=True)

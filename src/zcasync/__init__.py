@@ -2,5 +2,5 @@
 
 The Python 3 successor of zc.async.  See README.md and docs/.
 """
-from zcasync import threadlocal as local  # noqa: F401
+from zcasync import local  # noqa: F401
 from zcasync.utils import Failure  # noqa: F401

@@ -14,9 +14,12 @@ that a claim (in the dispatcher's poll) and a completion (in a worker
 thread) that commit at once are resolved instead of conflicting (a plain
 OOBTree refuses: the completion removes the bucket's first key).
 """
+from __future__ import annotations
+
 import datetime
 import struct
 import heapq
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import BTrees.Length
 import BTrees.OOBTree
@@ -26,6 +29,10 @@ import zope.interface
 from zcasync import interfaces
 from zcasync import utils
 from zcasync.queue import JobTree
+
+if TYPE_CHECKING:
+    from zcasync.job import Job
+    from zcasync.queue import Queue
 
 #: How long completed jobs are kept in ``agent.completed`` when the agent
 #: belongs to no queue (a queue's ``completed_keep`` decides otherwise).
@@ -42,7 +49,7 @@ _PRUNE_BATCH = 20
 
 
 #: (database, agent oid, agent serial) -> keys its filter refused
-_REFUSED = {}
+_REFUSED: dict[tuple, set] = {}
 
 
 def _token(job):
@@ -71,7 +78,8 @@ class CompletedJobs(persistent.Persistent):
         return self._shards[int.from_bytes(token[-4:], 'big') %
                             len(self._shards)]
 
-    def add(self, job, keep=COMPLETED_KEEP):
+    def add(self, job: Job,
+            keep: datetime.timedelta | None = COMPLETED_KEEP) -> None:
         stamp = job.active_end or utils.now()
         token = _token(job)
         shard = self._shard(token)
@@ -94,7 +102,8 @@ class CompletedJobs(persistent.Persistent):
                 del tree[tree.maxKey()]
                 self._length.change(-1)
 
-    def prune(self, before, failed_too=False, limit=200, resume=None):
+    def prune(self, before: datetime.datetime, failed_too: bool = False,
+              limit: int = 200, resume: Any = None) -> tuple[int, Any]:
         """Remove up to `limit` jobs completed before `before` (an aware
         datetime); failed jobs only with `failed_too`.  Returns (removed,
         resume): pass `resume` to the next call to go on where this one
@@ -142,7 +151,8 @@ class CompletedJobs(persistent.Persistent):
     def __iter__(self):
         return self._merged()
 
-    def iter(self, start=None, stop=None):
+    def iter(self, start: datetime.datetime | None = None,
+             stop: datetime.datetime | None = None) -> Iterator[Job]:
         """Completed jobs newest first, with ``start <= completion <=
         stop`` (aware datetimes; None means open-ended)."""
         kw = {}
@@ -154,7 +164,7 @@ class CompletedJobs(persistent.Persistent):
             kw['excludemax'] = True
         return self._merged(**kw)
 
-    def first(self):
+    def first(self) -> Job | None:
         """The newest completed job (None when empty)."""
         keys = [(s.minKey(), s) for s in self._shards if s]
         if not keys:
@@ -162,7 +172,7 @@ class CompletedJobs(persistent.Persistent):
         key, shard = min(keys, key=lambda item: item[0])
         return shard[key]
 
-    def last(self):
+    def last(self) -> Job | None:
         """The oldest completed job (None when empty)."""
         keys = [(s.maxKey(), s) for s in self._shards if s]
         if not keys:
@@ -181,10 +191,13 @@ class Agent(persistent.Persistent):
     - ``size``: how many jobs it runs at once.
     """
 
-    name = None
-    parent = None
+    name: str | None = None
+    #: the dispatcher's registration (``DispatcherAgents``) in a queue
+    parent: Any = None
 
-    def __init__(self, chooser=None, filter=None, size=3):
+    def __init__(self, chooser: Callable[[Agent], Job | None] | None = None,
+                 filter: Callable[[Job], bool] | None = None,
+                 size: int = 3) -> None:
         if chooser is not None and filter is not None:
             raise ValueError(
                 'give an agent a chooser or a filter, not both: a chooser '
@@ -196,11 +209,11 @@ class Agent(persistent.Persistent):
         self.completed = CompletedJobs()
 
     @property
-    def size(self):
+    def size(self) -> int:
         return self._size
 
     @size.setter
-    def size(self, value):
+    def size(self, value: int) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or \
                 value < 0:
             raise ValueError('an agent size is an integer >= 0, not %r'
@@ -208,7 +221,7 @@ class Agent(persistent.Persistent):
         self._size = value
 
     @property
-    def queue(self):
+    def queue(self) -> Queue | None:
         ob = self.parent
         while ob is not None and not interfaces.IQueue.providedBy(ob):
             ob = getattr(ob, 'parent', None)
@@ -216,13 +229,13 @@ class Agent(persistent.Persistent):
 
     # -- held jobs -------------------------------------------------------
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._jobs)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Job]:
         return iter(self._jobs.values())
 
-    def __contains__(self, job):
+    def __contains__(self, job: object) -> bool:
         return self._key(job) is not None
 
     def _key(self, job):
@@ -231,7 +244,7 @@ class Agent(persistent.Persistent):
                 return key
         return None
 
-    def index(self, job):
+    def index(self, job: Job) -> int:
         for i, held in enumerate(self._jobs.values()):
             if held is job:
                 return i
@@ -249,13 +262,13 @@ class Agent(persistent.Persistent):
             del self._jobs[key]
         return key is not None
 
-    def remove(self, job):
+    def remove(self, job: Job) -> Job:
         if not self._release(job):
             raise LookupError('%r is not held by agent %r' % (job, self.name))
         job.parent = None
         return job
 
-    def claimJob(self):
+    def claimJob(self) -> Job | None:
         """A newly claimed job, or None when full or nothing fits."""
         if len(self._jobs) >= self._size:
             return None
@@ -312,7 +325,7 @@ class Agent(persistent.Persistent):
             claimed.append(job)
         return claimed
 
-    def jobCompleted(self, job):
+    def jobCompleted(self, job: Job) -> None:
         self._release(job)
         queue = self.queue
         if queue is None:

@@ -25,11 +25,17 @@ started before it records the deactivation (which hands running jobs to
 recovery, revoking their runs' ownership), then joins its threads,
 bounded.
 """
+from __future__ import annotations
+
 import datetime
 import logging
 import random
 import threading
 import time
+import uuid as uuidmodule
+from typing import Any, Callable, TypeVar
+
+import ZODB
 
 import transaction
 import transaction.interfaces
@@ -51,6 +57,9 @@ RUNNING = 'RUNNING'
 STUCK = 'STUCK'
 
 
+_Result = TypeVar('_Result')
+
+
 class Dispatcher(QueuePolls):
     """``Dispatcher(db, reactor, poll_interval=5, uuid=None)``."""
 
@@ -61,8 +70,10 @@ class Dispatcher(QueuePolls):
     #: each job then costs one commit.  0 claims only for idle threads.
     prefetch_factor = 8
 
-    def __init__(self, db, reactor, poll_interval=5, uuid=None,
-                 prefetch=None):
+    def __init__(self, db: ZODB.DB, reactor: Any,
+                 poll_interval: float = 5,
+                 uuid: uuidmodule.UUID | None = None,
+                 prefetch: int | None = None) -> None:
         self.db = db
         self.reactor = reactor
         self.poll_interval = poll_interval
@@ -76,8 +87,8 @@ class Dispatcher(QueuePolls):
         self.runner = Runner(self)
         self._pool_added = 0
         self._pool_lock = threading.Lock()
-        self._activated_in = set()
-        self._pinged = set()
+        self._activated_in: set[str] = set()
+        self._pinged: set[str] = set()
         self.history = JobHistory(self.polls)
         self._next_call = None
         self._polling = False
@@ -87,11 +98,12 @@ class Dispatcher(QueuePolls):
         self._reactor_thread = None
         self._trigger = None
         self._watch = None
-        self._watched = frozenset()  # oids: a change calls for a poll
-        self._urgent = frozenset()  # oids: ... at once (new jobs)
+        # oids whose change calls for a poll; ... at once (new jobs)
+        self._watched: frozenset[bytes] = frozenset()
+        self._urgent: frozenset[bytes] = frozenset()
         self._poll_instance = None
         self._soon = None  # the delay of the poll already asked for
-        self._missed = []  # oids heard of while a poll ran
+        self._missed: list[bytes] = []  # oids heard of while a poll ran
         self._conflicted = False  # a claim lost a race in this poll
         self._invalidation_lock = threading.Lock()
         self._last_heartbeat = None
@@ -103,7 +115,7 @@ class Dispatcher(QueuePolls):
 
     # -- life cycle ------------------------------------------------------
 
-    def activate(self):
+    def activate(self) -> None:
         if self.activated:
             raise ValueError('dispatcher %s is already activated' % self.UUID)
         utils.log.info('attempting to activate dispatcher %s', self.UUID)
@@ -137,7 +149,7 @@ class Dispatcher(QueuePolls):
         if self.activated:
             self.deactivate()
 
-    def deactivate(self, timeout=None):
+    def deactivate(self, timeout: float | None = None) -> None:
         """Stop handing jobs to worker threads, deactivate in every queue
         (handing this dispatcher's unfinished jobs to recovery), wait up to
         `timeout` seconds (default ``join_timeout``) for the worker threads
@@ -212,10 +224,11 @@ class Dispatcher(QueuePolls):
 
     # -- reactor helpers -------------------------------------------------
 
-    def inReactorThread(self):
+    def inReactorThread(self) -> bool:
         return threading.get_ident() == self._reactor_thread
 
-    def callInReactor(self, func, *args, timeout=60):
+    def callInReactor(self, func: Callable[..., _Result], *args: Any,
+                      timeout: float = 60) -> _Result:
         """Run func in the reactor's thread and return its result (from
         another thread: wait for it)."""
         if self.inReactorThread():
@@ -359,7 +372,7 @@ class Dispatcher(QueuePolls):
             self._next_call.cancel()
         self._next_call = self.reactor.callLater(delay, self.poll)
 
-    def poll(self):
+    def poll(self) -> Any:
         """Poll now (in the reactor's thread)."""
         if not self.activated or self.conn is None:
             return
@@ -477,24 +490,30 @@ class Dispatcher(QueuePolls):
 
     # -- queries ---------------------------------------------------------
 
-    def getJobInfo(self, oid, database_name=None):
+    def getJobInfo(self, oid: bytes,
+                   database_name: str | None = None) -> dict[str, Any]:
         if database_name is None:
             database_name = self.db.database_name
         return self.history.getJobInfo(oid, database_name)
 
-    def getPollInfo(self, at=None, before=None):
+    def getPollInfo(self, at: datetime.datetime | None = None,
+                    before: datetime.datetime | None = None) -> Any:
         return self.polls.find(at, before)
 
-    def getStatistics(self, at=None, before=None, since=None, queue=None,
-                      agent=None):
+    def getStatistics(self, at: datetime.datetime | None = None,
+                      before: datetime.datetime | None = None,
+                      since: datetime.datetime | None = None,
+                      queue: str | None = None,
+                      agent: str | None = None) -> dict[str, Any]:
         return self.history.getStatistics(
             self.getActiveJobIds(), at, before, since, queue, agent)
 
-    def getActiveJobIds(self, queue=None, agent=None):
+    def getActiveJobIds(self, queue: str | None = None,
+                        agent: str | None = None) -> list[Any]:
         return self.runner.activeJobIds(queue, agent)
 
-    def getStatusInfo(self):
-        info = {'poll interval': datetime.timedelta(
+    def getStatusInfo(self) -> dict[str, Any]:
+        info: dict[str, Any] = {'poll interval': datetime.timedelta(
             seconds=self.poll_interval)}
         if not self.activated:
             info.update({'status': STOPPED, 'time since last poll': None,

@@ -15,7 +15,12 @@ worker thread runs it), a job that died in CALLBACKS is finished by
 ``resumeCallbacks``.  The run itself -- ownership by token, commits,
 retries, inner jobs, Deferreds, callbacks -- is in ``zcasync.lifecycle``.
 """
+from __future__ import annotations
+
 import logging
+from typing import (
+    TYPE_CHECKING, Any, Callable, MutableMapping, MutableSequence, Sequence,
+    cast)
 
 import persistent
 import persistent.list
@@ -34,6 +39,17 @@ from zcasync.interfaces import NEW, ASSIGNED, ACTIVE, CALLBACKS, COMPLETED
 from zcasync.lifecycle import (  # noqa: F401 (COMMIT_ATTEMPTS: this API)
     COMMIT_ATTEMPTS, _decision, _newToken, _GIVE_UP)
 
+if TYPE_CHECKING:
+    import datetime
+
+    from zcasync.agent import Agent
+    from zcasync.queue import Queue
+
+#: What a job's ``retry_policy_factory`` may be: a factory called with the
+#: job (a class such as ``zcasync.retry.NeverRetry``), the name of a
+#: registered one, or None for the default.
+RetryPolicyFactory = Callable[['Job'], Any] | str | None
+
 
 def _findParent(job, iface):
     ob = job.parent
@@ -50,11 +66,11 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
 
     _status = NEW
     _result = None
-    _callable_root = None
-    _callable_name = None
+    _callable_root: Any = None
+    _callable_name: str | None = None
     _begin_after = None
     _begin_by = None
-    _quota_names = ()
+    _quota_names: tuple[str, ...] = ()
     #: the job this one waits for (it returned a Job), or None
     _inner = None
     _queue_key = None
@@ -73,7 +89,8 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
     _kwargs = None  # None, a dict, or the PersistentMapping ``kwargs`` made
     _annotations = None
     _callbacks = None
-    parent = None
+    #: the queue, agent or job that holds this one
+    parent: Any = None
     active_start = None
     active_end = None
     failure_log_level = None
@@ -85,7 +102,8 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
     #: setting, see zcasync.utils.setCaptureVariables)
     capture_variables = None
 
-    def __init__(self, callable, /, *args, **kwargs):
+    def __init__(self, callable: Callable[..., Any], /, *args: Any,
+                 **kwargs: Any) -> None:
         self.callable = callable
         self._args = args
         if kwargs:
@@ -112,18 +130,18 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
                 % (what, self, self.status))
 
     @property
-    def callable(self):
+    def callable(self) -> Callable[..., Any]:
         if self._callable_name is None:
             return self._callable_root
         return getattr(self._callable_root, self._callable_name)
 
     @callable.setter
-    def callable(self, value):
+    def callable(self, value: Callable[..., Any]) -> None:
         self._checkNew('the callable')
         self._callable_root, self._callable_name = splitCallable(value)
 
     @property
-    def args(self):
+    def args(self) -> MutableSequence[Any]:
         """The positional arguments, a PersistentList (stored in the job's
         own record until changed: see ``zcasync.lazydata``)."""
         if isinstance(self._args, persistent.list.PersistentList):
@@ -135,7 +153,7 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
         self._args = persistent.list.PersistentList(value)
 
     @property
-    def kwargs(self):
+    def kwargs(self) -> MutableMapping[str, Any]:
         """The keyword arguments, a PersistentMapping (stored in the job's
         own record until changed)."""
         if isinstance(self._kwargs, persistent.mapping.PersistentMapping):
@@ -144,7 +162,7 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
                              self._kwargs or {})
 
     @kwargs.setter
-    def kwargs(self, value):
+    def kwargs(self, value: MutableMapping[str, Any]) -> None:
         self._kwargs = persistent.mapping.PersistentMapping(value)
 
     @property
@@ -179,12 +197,12 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
         return self._annotations if self._annotations is not None else {}
 
     @property
-    def callbacks(self):
+    def callbacks(self) -> Sequence[Job]:
         """The callback jobs (add them with ``addCallback``)."""
         return self._callbacks if self._callbacks is not None else ()
 
     @property
-    def status(self):
+    def status(self) -> str:
         status = self._status
         if status == NEW:
             ob = self.parent
@@ -197,34 +215,34 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
         return status
 
     @property
-    def result(self):
+    def result(self) -> Any:
         return self._result
 
     @property
-    def queue(self):
+    def queue(self) -> Queue | None:
         return _findParent(self, interfaces.IQueue)
 
     @property
-    def agent(self):
+    def agent(self) -> Agent | None:
         return _findParent(self, interfaces.IAgent)
 
     @property
-    def begin_after(self):
+    def begin_after(self) -> datetime.datetime | None:
         return self._begin_after
 
     @begin_after.setter
-    def begin_after(self, value):
+    def begin_after(self, value: datetime.datetime | None) -> None:
         self._checkNew('begin_after')
         if value is not None:
             value = utils.checkAware(value, 'begin_after')
         self._begin_after = value
 
     @property
-    def begin_by(self):
+    def begin_by(self) -> datetime.timedelta | None:
         return self._begin_by
 
     @begin_by.setter
-    def begin_by(self, value):
+    def begin_by(self, value: datetime.timedelta | None) -> None:
         import datetime
         self._checkNew('begin_by')
         if value is not None:
@@ -238,11 +256,11 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
         self._begin_by = value
 
     @property
-    def quota_names(self):
+    def quota_names(self) -> Sequence[str]:
         return self._quota_names
 
     @quota_names.setter
-    def quota_names(self, value):
+    def quota_names(self, value: Sequence[str]) -> None:
         self._checkNew('quota_names')
         if isinstance(value, str):
             raise TypeError(
@@ -256,18 +274,18 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
         self._quota_names = value
 
     @property
-    def retry_policy_factory(self):
+    def retry_policy_factory(self) -> RetryPolicyFactory:
         return self._retry_policy_factory
 
     @retry_policy_factory.setter
-    def retry_policy_factory(self, value):
+    def retry_policy_factory(self, value: RetryPolicyFactory) -> None:
         self._retry_policy_factory = retry.checkFactory(value)
 
     @property
-    def isCallback(self):
+    def isCallback(self) -> bool:
         return interfaces.IJob.providedBy(self.parent)
 
-    def getRetryPolicy(self):
+    def getRetryPolicy(self) -> Any:
         factory = self._retry_policy_factory
         if factory is None:
             factory = retry.CALLBACK if self.isCallback else retry.DEFAULT
@@ -308,7 +326,7 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
             return '<%s.%s (unreadable)>' % (
                 type(self).__module__, type(self).__name__)
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         status = self.status
         if status not in (NEW, ASSIGNED):
             raise interfaces.BadStatusError(
@@ -316,10 +334,12 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
                 % (self, status))
         return self._call(*args, **kwargs)
 
-    def addCallback(self, callback, failure_log_level=None,
-                    retry_policy_factory=None):
+    def addCallback(self, callback: Job | Callable[..., Any],
+                    failure_log_level: int | None = None,
+                    retry_policy_factory: RetryPolicyFactory = None) -> Job:
         if not interfaces.IJob.providedBy(callback):
             callback = Job(callback)
+        callback = cast(Job, callback)
         if callback._status != NEW or callback.parent is not None:
             raise ValueError(
                 'a callback must be a new job that belongs nowhere else: '
@@ -339,8 +359,10 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
             callback._call(self._result)
         return callback
 
-    def addCallbacks(self, success=None, failure=None,
-                     failure_log_level=None, retry_policy_factory=None):
+    def addCallbacks(self, success: Callable[..., Any] | None = None,
+                     failure: Callable[..., Any] | None = None,
+                     failure_log_level: int | None = None,
+                     retry_policy_factory: RetryPolicyFactory = None) -> Job:
         for value in (success, failure):
             if value is not None:
                 splitCallable(value)
@@ -381,7 +403,7 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
         token = self._run_token = _newToken()
         return token
 
-    def handleInterrupt(self, token=None):
+    def handleInterrupt(self, token: object = None) -> None:
         """Recover a job that was ACTIVE when its run was lost (its process
         died, or no thread ran it): its retry policy decides whether it
         runs again, later, or fails with AbortedError.  With `token` (as
@@ -409,7 +431,7 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
             'gave up' % self)), self._run_token)
         return None
 
-    def fail(self, e=None):
+    def fail(self, e: BaseException | None = None) -> None:
         if e is None:
             e = interfaces.TimeoutError()
         if self._status != NEW:
@@ -420,7 +442,7 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
             self.parent.remove(self)
         self._complete(utils.makeFailure(e), self._run_token)
 
-    def resumeCallbacks(self, token=None):
+    def resumeCallbacks(self, token: object = None) -> None:
         """Finish the callbacks of a job in CALLBACKS.  With `token` (as
         queued by a recovery), nothing happens unless that recovery still
         owns the job."""

@@ -15,6 +15,8 @@ No class here is ever stored: ``ArgsList`` and ``KwargsMapping`` turn
 into a plain ``PersistentList``/``PersistentMapping`` as they attach, and
 ``LazyAnnotations`` hands over to a real ``OOBTree``.
 """
+from typing import Any
+
 import BTrees.OOBTree
 import persistent
 import persistent.list
@@ -25,7 +27,8 @@ class _Attaching:
     """Mixin: on the first change, become the base class and attach to
     the job (a volatile reference until then)."""
 
-    _attach_as = None  # the job's attribute to store this object in
+    _attach_as: str = ''  # the job's attribute to store this object in
+    _base: type = object
 
     def __setattr__(self, name, value):
         if name == '_p_changed' and value:

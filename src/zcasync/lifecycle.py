@@ -118,7 +118,7 @@ class JobLifeCycle:
     # commits, whatever the job's status says.
 
     @property
-    def run_token(self):
+    def run_token(self) -> str | None:
         """The token of the run that owns this job now (None when no run
         does)."""
         return self._run_token

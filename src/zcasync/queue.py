@@ -29,9 +29,13 @@ Quotas are plain persistent objects *without* conflict resolution: two
 processes that fill the same quota at once conflict, so a quota can never
 overfill.
 """
+from __future__ import annotations
+
 import datetime
 import heapq
 import itertools
+from typing import (
+    TYPE_CHECKING, Any, Callable, Iterator, TypeVar, overload)
 
 import BTrees.Length
 import BTrees.OOBTree
@@ -52,6 +56,12 @@ from zcasync.queuekeys import (  # noqa: F401 (part of this module's API)
     legacyToScheduled)
 from zcasync.treemerge import EMPTIED, FIRST_DELETED, mergeBuckets
 from zcasync.queueextras import UniqueKeys, ParkedJobs, BlockedJobs
+
+if TYPE_CHECKING:
+    from zcasync.job import Job, RetryPolicyFactory
+    from zcasync.schedules import Schedule, Schedules
+
+_Default = TypeVar('_Default')
 
 _UNSTORED = itertools.count()
 
@@ -102,7 +112,7 @@ class Queues(persistent.Persistent):
     def __init__(self):
         self._data = BTrees.OOBTree.OOBTree()
 
-    def __setitem__(self, name, queue):
+    def __setitem__(self, name: str, queue: Queue) -> None:
         if not interfaces.IQueue.providedBy(queue):
             raise ValueError(
                 'only queues (zcasync.queue.Queue) may be stored in Queues, '
@@ -124,13 +134,13 @@ class Queues(persistent.Persistent):
         del self._data[name]
         queue.parent = None
 
-    def __getitem__(self, name):
+    def __getitem__(self, name: str) -> Queue:
         return self._data[name]
 
-    def get(self, name, default=None):
+    def get(self, name: str, default: Any = None) -> Queue | Any:
         return self._data.get(name, default)
 
-    def setdefault(self, name, queue):
+    def setdefault(self, name: str, queue: Queue) -> Queue:
         """The queue named `name`, storing `queue` under it if missing."""
         if name not in self._data:
             self[name] = queue
@@ -142,16 +152,16 @@ class Queues(persistent.Persistent):
     def __iter__(self):
         return iter(self._data.keys())
 
-    def keys(self):
+    def keys(self) -> list[str]:
         return list(self._data.keys())
 
-    def values(self):
+    def values(self) -> list[Queue]:
         return list(self._data.values())
 
-    def items(self):
+    def items(self) -> list[tuple[str, Queue]]:
         return list(self._data.items())
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._data)
 
 
@@ -159,7 +169,7 @@ class Queues(persistent.Persistent):
 class Quota(persistent.Persistent):
     """At most ``size`` jobs with this quota name run at once."""
 
-    parent = None
+    parent: Any = None
     #: due key -> job: pending jobs that found this quota full, set aside
     #: so that claims do not walk past them (see ``zcasync.queueextras``)
     _waiting = None
@@ -219,12 +229,12 @@ class Quota(persistent.Persistent):
 class Quotas(persistent.Persistent):
     """The quotas of one queue: name -> Quota."""
 
-    parent = None
+    parent: Any = None
 
     def __init__(self):
         self._data = BTrees.OOBTree.OOBTree()
 
-    def create(self, name, size=1):
+    def create(self, name: str, size: int = 1) -> Quota:
         if not isinstance(name, str):
             raise TypeError('quota names are strings, not %r' % (name,))
         if name in self._data:
@@ -234,7 +244,7 @@ class Quotas(persistent.Persistent):
         self._data[name] = quota
         return quota
 
-    def remove(self, name):
+    def remove(self, name: str) -> None:
         quota = self._data.pop(name)
         quota.parent = None
         queue = self.parent
@@ -295,15 +305,15 @@ class Quotas(persistent.Persistent):
 class Queue(UniqueKeys, ParkedJobs, BlockedJobs, persistent.Persistent):
     """See the module docstring."""
 
-    name = None
-    parent = None
+    name: str | None = None
+    parent: Any = None
     # added after queues were first stored: the class defaults serve
     # queues stored before (their trees are created on first use)
     _scheduled = None
     _unique = None
     _schedules = None
     #: queue key -> (job, reason, when): jobs set aside (see ``_park``)
-    _parked = None
+    _parked: Any = None
     #: a paused queue accepts puts and hands out no jobs
     paused = False
     #: how long agents keep completed jobs (None: until ``zcasync prune``)
@@ -326,9 +336,13 @@ class Queue(UniqueKeys, ParkedJobs, BlockedJobs, persistent.Persistent):
 
     # -- adding ----------------------------------------------------------
 
-    def put(self, item, begin_after=None, begin_by=None,
-            failure_log_level=None, retry_policy_factory=None,
-            priority=None, unique_key=None, unique_for=None):
+    def put(self, item: Job | Callable[..., Any],
+            begin_after: datetime.datetime | None = None,
+            begin_by: datetime.timedelta | None = None,
+            failure_log_level: int | None = None,
+            retry_policy_factory: RetryPolicyFactory = None,
+            priority: int | None = None, unique_key: Any = None,
+            unique_for: datetime.timedelta | None = None) -> Job:
         """Queue `item` (a job, or a callable made a job) and return it.
 
         ``priority`` (int, default 0): due jobs are claimed highest first,
@@ -381,7 +395,7 @@ class Queue(UniqueKeys, ParkedJobs, BlockedJobs, persistent.Persistent):
         self._insert(job)
         return job
 
-    def putBack(self, job):
+    def putBack(self, job: Job) -> None:
         """Put a (new) job at the front of the queue."""
         if job._status != interfaces.NEW or job.parent is not None:
             raise ValueError(
@@ -428,30 +442,34 @@ class Queue(UniqueKeys, ParkedJobs, BlockedJobs, persistent.Persistent):
 
     # -- pausing and schedules ---------------------------------------------
 
-    def pause(self):
+    def pause(self) -> None:
         """Hand out no jobs until ``resume()`` (puts are still accepted;
         running jobs finish)."""
         self.paused = True
 
-    def resume(self):
+    def resume(self) -> None:
         self.paused = False
         self.puts.change(1)  # wakes the dispatchers, as a put does
 
     @property
-    def schedules(self):
+    def schedules(self) -> Schedules:
         """name -> Schedule (``zcasync.schedules``)."""
         if self._schedules is None:
             self._schedules = schedulesmodule.Schedules()
             self._schedules.parent = self
         return self._schedules
 
-    def existingSchedules(self):
+    def existingSchedules(self) -> Schedules | None:
         """The schedules, or None for a queue that never had any (reading
         creates nothing)."""
         return self._schedules
 
-    def schedule(self, name, callable, *args, cron=None, every=None,
-                 timezone='UTC', catch_up=False, grace=None, **kwargs):
+    def schedule(self, name: str, callable: Callable[..., Any], *args: Any,
+                 cron: str | None = None,
+                 every: datetime.timedelta | None = None,
+                 timezone: str = 'UTC', catch_up: bool = False,
+                 grace: datetime.timedelta | None = None,
+                 **kwargs: Any) -> Schedule:
         """Add or update the schedule `name`: a job calling
         ``callable(*args, **kwargs)`` for each tick of `cron` (a cron
         expression in `timezone`) or `every` (a timedelta).  See
@@ -462,17 +480,18 @@ class Queue(UniqueKeys, ParkedJobs, BlockedJobs, persistent.Persistent):
 
     # -- reading ---------------------------------------------------------
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self._length()
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return self._length() > 0
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Job]:
         """Due jobs in claim order, then scheduled ones by begin_after."""
         return (job for key, job in self.pendingItems())
 
-    def pendingItems(self, after=None):
+    def pendingItems(self, after: bytes | None = None
+                     ) -> Iterator[tuple[bytes, Job]]:
         """(key, job) of the pending jobs in claim order -- due jobs
         (those waiting for quota room among them), then jobs scheduled for
         later -- starting after the key `after` (keys are bytes that sort
@@ -488,7 +507,7 @@ class Queue(UniqueKeys, ParkedJobs, BlockedJobs, persistent.Persistent):
         if self._scheduled is not None:
             yield from self._scheduled.items(**kw)
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: int) -> Job:
         if index < 0:
             index += len(self)
         if index < 0:
@@ -498,7 +517,7 @@ class Queue(UniqueKeys, ParkedJobs, BlockedJobs, persistent.Persistent):
                 return job
         raise IndexError(index)
 
-    def nextDue(self):
+    def nextDue(self) -> datetime.datetime | None:
         """When the earliest job scheduled for later comes due (None when
         no job waits for a later time)."""
         after = utils.toMicros(utils.now()) + 1
@@ -553,12 +572,12 @@ class Queue(UniqueKeys, ParkedJobs, BlockedJobs, persistent.Persistent):
         job.parent = None
         return job
 
-    def remove(self, job):
+    def remove(self, job: Job) -> None:
         """Remove a pending or parked job.  A job this process cannot
         store again (see ``zcasync.job.loadProblem``) is removed without
         being written: it then belongs nowhere (reads NEW)."""
         parked = self._parkedKey(job)
-        located = self._locate(job) if parked is None else None
+        located: Any = self._locate(job) if parked is None else None
         if parked is None and located is None:
             raise LookupError('%r is not in queue %r' % (job, self.name))
         storable = jobmodule.loadProblem(job) is None
@@ -575,7 +594,7 @@ class Queue(UniqueKeys, ParkedJobs, BlockedJobs, persistent.Persistent):
             job.parent = None
         self._freeUnique(job)
 
-    def pull(self, index=0):
+    def pull(self, index: int = 0) -> Job:
         """Remove and return the job at `index` (the way to cancel a job
         nobody claimed yet)."""
         job = self._take(self[index])
@@ -607,7 +626,9 @@ class Queue(UniqueKeys, ParkedJobs, BlockedJobs, persistent.Persistent):
             else:
                 self._jobs[promotedKey(key)] = job
 
-    def claim(self, filter=None, default=None, front=False, refused=None):
+    def claim(self, filter: Callable[[Job], bool] | None = None,
+              default: Any = None, front: bool = False,
+              refused: set[bytes] | None = None) -> Job | Any:
         """The first due job that `filter` accepts and whose quotas have
         room, removed from the queue; `default` when there is none (or
         the queue is paused).  Due jobs come by priority, then time.
@@ -627,7 +648,8 @@ class Queue(UniqueKeys, ParkedJobs, BlockedJobs, persistent.Persistent):
         self._unblock()
         after = None  # resume the walk after a job set aside
         while True:
-            kw = {} if after is None else {'min': after, 'excludemin': True}
+            kw: dict[str, Any] = {} if after is None else {
+                'min': after, 'excludemin': True}
             for key, job in self._jobs.items(**kw):
                 if refused is not None and key in refused:
                     continue

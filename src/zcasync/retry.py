@@ -13,10 +13,13 @@ and asks ``updateData`` to write them back after every abort.
 
 The classes here are stored by reference on jobs: they are on-disk API.
 """
+from __future__ import annotations
+
 import datetime
 import logging
 import random
 import time
+from typing import TYPE_CHECKING, Any, Callable, MutableMapping, Union
 
 import transaction.interfaces
 import zope.component
@@ -25,6 +28,18 @@ import ZEO.Exceptions
 
 from zcasync import interfaces
 from zcasync import utils
+
+if TYPE_CHECKING:
+    from twisted.python.failure import Failure
+
+    from zcasync.job import Job
+
+#: What a policy's ``jobError``, ``commitError`` and ``interrupted``
+#: answer: True (run again now), a timedelta or an aware datetime (run
+#: again then), False (give up: the failure is the job's result).
+Decision = Union[bool, datetime.timedelta, datetime.datetime]
+#: The run's scratch space for a policy's counters.
+DataCache = MutableMapping[str, Any]
 
 
 #: Errors of a storage's database driver that mean its connection was lost
@@ -62,7 +77,7 @@ class BasePolicy:
     #: How many lost database connections a run survives.
     database_error_attempts = 10
 
-    def __init__(self, job):
+    def __init__(self, job: Job) -> None:
         self.parent = self.__parent__ = job
         self.key = 'zcasync.%s' % type(self).__name__
 
@@ -82,12 +97,12 @@ class BasePolicy:
         self.parent.annotations[self.key] = dict(counts)
         return counts[name]
 
-    def updateData(self, data_cache):
+    def updateData(self, data_cache: DataCache) -> None:
         counts = data_cache.get(self.key)
         if counts is not None:
             self.parent.annotations[self.key] = dict(counts)
 
-    def sleep(self, seconds):
+    def sleep(self, seconds: float) -> None:
         """Sleep before a retry (tests replace it)."""
         time.sleep(seconds)
 
@@ -107,13 +122,14 @@ class BasePolicy:
 
     # -- decisions (override) ------------------------------------------
 
-    def jobError(self, failure, data_cache):
+    def jobError(self, failure: Failure, data_cache: DataCache) -> Decision:
         return False
 
-    def commitError(self, failure, data_cache):
+    def commitError(self, failure: Failure,
+                    data_cache: DataCache) -> Decision:
         return False
 
-    def interrupted(self):
+    def interrupted(self) -> Decision:
         return False
 
 
@@ -145,13 +161,14 @@ class RetryCommonFourTimes(BasePolicy):
             return count < self.transaction_error_attempts
         return False
 
-    def jobError(self, failure, data_cache):
+    def jobError(self, failure: Failure, data_cache: DataCache) -> Decision:
         return self._decide(failure, data_cache, 'transaction error')
 
-    def commitError(self, failure, data_cache):
+    def commitError(self, failure: Failure,
+                    data_cache: DataCache) -> Decision:
         return self._decide(failure, data_cache, 'transaction error')
 
-    def interrupted(self):
+    def interrupted(self) -> Decision:
         count = self._increment('interruption', {})
         return count <= self.interruptions
 
@@ -168,7 +185,7 @@ class RetryCommonForever(BasePolicy):
 
     critical_every = 5
 
-    def jobError(self, failure, data_cache):
+    def jobError(self, failure: Failure, data_cache: DataCache) -> Decision:
         if _isDisconnect(failure):
             count = self._increment('disconnect', data_cache)
             self._sleepForDisconnect(count)
@@ -180,7 +197,8 @@ class RetryCommonForever(BasePolicy):
             return True
         return False
 
-    def commitError(self, failure, data_cache):
+    def commitError(self, failure: Failure,
+                    data_cache: DataCache) -> Decision:
         if _isDisconnect(failure):
             count = self._increment('disconnect', data_cache)
             self._sleepForDisconnect(count)
@@ -200,7 +218,7 @@ class RetryCommonForever(BasePolicy):
         self.sleep(min(count, 10) * 0.1)
         return True
 
-    def interrupted(self):
+    def interrupted(self) -> Decision:
         self._increment('interruption', {})
         return True
 
@@ -210,7 +228,7 @@ class NeverRetry(BasePolicy):
     retried, and never re-run after an interruption (it fails with an
     AbortedError instead)."""
 
-    def interrupted(self):
+    def interrupted(self) -> Decision:
         self._increment('interruption', {})
         return False
 
@@ -220,7 +238,8 @@ class NeverRetry(BasePolicy):
 _random = random.random
 
 
-def setRandom(source=None):
+def setRandom(source: Callable[[], float] | None = None
+              ) -> Callable[[], float]:
     """Use `source` (a callable returning a float in [0, 1)) for backoff
     jitter; None restores ``random.random``.  Returns the previous one."""
     global _random
@@ -232,12 +251,12 @@ def setRandom(source=None):
 class BackoffPolicy(RetryCommonFourTimes):
     """The policy a ``RetryWithBackoff`` makes for one run of a job."""
 
-    def __init__(self, job, factory):
+    def __init__(self, job: Job, factory: RetryWithBackoff) -> None:
         super().__init__(job)
         self.factory = factory
         self.key = 'zcasync.RetryWithBackoff'
 
-    def jobError(self, failure, data_cache):
+    def jobError(self, failure: Failure, data_cache: DataCache) -> Decision:
         factory = self.factory
         if not failure.check(*factory.retry_on):
             return super().jobError(failure, data_cache)
@@ -273,9 +292,12 @@ class RetryWithBackoff:
     ``'RetryWithBackoff'`` retries any Exception with the defaults.
     """
 
-    def __init__(self, retry_on=(Exception,), max_attempts=5,
-                 base=datetime.timedelta(seconds=1),
-                 cap=datetime.timedelta(minutes=10), jitter=True):
+    def __init__(self, retry_on: type[BaseException] | tuple[
+                     type[BaseException], ...] = (Exception,),
+                 max_attempts: int = 5,
+                 base: datetime.timedelta = datetime.timedelta(seconds=1),
+                 cap: datetime.timedelta = datetime.timedelta(minutes=10),
+                 jitter: bool = True) -> None:
         if isinstance(retry_on, type):
             retry_on = (retry_on,)
         retry_on = tuple(retry_on)
@@ -299,7 +321,7 @@ class RetryWithBackoff:
         self.cap = cap
         self.jitter = bool(jitter)
 
-    def delay(self, failures):
+    def delay(self, failures: int) -> datetime.timedelta:
         """The delay after the `failures`-th failure."""
         ceiling = self.cap.total_seconds()
         exponent = min(failures - 1, 64)
@@ -308,7 +330,7 @@ class RetryWithBackoff:
             ceiling *= _random()
         return datetime.timedelta(seconds=ceiling)
 
-    def __call__(self, job):
+    def __call__(self, job: Job) -> BackoffPolicy:
         return BackoffPolicy(job, self)
 
     def __eq__(self, other):
@@ -337,7 +359,7 @@ CALLBACK = 'callback'
 _DEFAULTS = {DEFAULT: RetryCommonFourTimes, CALLBACK: RetryCommonForever}
 
 
-def lookup(name):
+def lookup(name: str) -> Callable[[Job], Any]:
     """The policy factory registered as `name` (a zope.component utility
     providing IRetryPolicyFactory, or a built-in name)."""
     factory = zope.component.queryUtility(
@@ -353,7 +375,7 @@ def lookup(name):
     return factory
 
 
-def checkFactory(factory):
+def checkFactory(factory: Any) -> Any:
     """Validate a retry_policy_factory value before it is stored."""
     if factory is None or callable(factory):
         return factory

@@ -30,6 +30,7 @@ once, late.  Ticks while a schedule is paused are skipped.  Each job's
 annotations hold ``zcasync.schedule`` (the name) and ``zcasync.tick``.
 """
 import datetime
+import typing
 import logging
 import zoneinfo
 
@@ -90,7 +91,7 @@ class Schedule(persistent.Persistent):
     """One periodic job; made by ``Queue.schedule`` (see the module
     docstring)."""
 
-    parent = None
+    parent: typing.Any = None
     name = None
     cron = None
     every = None
@@ -287,7 +288,7 @@ class Schedule(persistent.Persistent):
 class Schedules(persistent.Persistent):
     """The schedules of one queue: name -> Schedule."""
 
-    parent = None
+    parent: typing.Any = None
 
     def __init__(self):
         self._data = BTrees.OOBTree.OOBTree()

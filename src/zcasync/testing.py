@@ -17,39 +17,52 @@
   ``runQueuedJobs(conn)`` runs every due job queued in the database,
   synchronously, callbacks included, without threads or a reactor.
 """
+from __future__ import annotations
+
+import datetime
 import heapq
 import itertools
 import threading
 import time
 import uuid
 import weakref
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+import ZODB
 
 import transaction
 
 from zcasync import interfaces
 from zcasync import utils
 
-_reactors = weakref.WeakSet()
+if TYPE_CHECKING:
+    from zcasync.dispatcher import Dispatcher
+    from zcasync.job import Job
+    from zcasync.registry import DispatcherAgents
+
+_reactors: weakref.WeakSet[Reactor] = weakref.WeakSet()
 
 
 class DelayedCall:
 
-    def __init__(self, reactor, when, func, args, kw):
+    def __init__(self, reactor: Reactor, when: float,
+                 func: Callable[..., Any], args: tuple[Any, ...],
+                 kw: dict[str, Any]) -> None:
         self.reactor = reactor
         self.time = when
         self.func, self.args, self.kw = func, args, kw
         self.called = self.cancelled = False
 
-    def active(self):
+    def active(self) -> bool:
         return not (self.called or self.cancelled)
 
-    def cancel(self):
+    def cancel(self) -> None:
         if not self.active():
             raise ValueError('call already %s' % (
                 'called' if self.called else 'cancelled'))
         self.cancelled = True
 
-    def getTime(self):
+    def getTime(self) -> float:
         return self.time
 
 
@@ -67,44 +80,50 @@ class Reactor:
         self._when_running = []
         self.thread = None
 
-    def seconds(self):
+    def seconds(self) -> float:
         return self.time
 
     # -- the five IReactor methods -----------------------------------
 
-    def callLater(self, seconds, func, *args, **kw):
+    def callLater(self, seconds: float, func: Callable[..., Any],
+                  *args: Any, **kw: Any) -> DelayedCall:
         call = DelayedCall(self, self.time + seconds, func, args, kw)
         heapq.heappush(self._calls, (call.time, next(self._counter), call))
         return call
 
-    def callFromThread(self, func, *args, **kw):
+    def callFromThread(self, func: Callable[..., Any], *args: Any,
+                       **kw: Any) -> None:
         with self._lock:
             self._from_threads.append((func, args, kw))
 
-    def callInThread(self, func, *args, **kw):
+    def callInThread(self, func: Callable[..., Any], *args: Any,
+                     **kw: Any) -> threading.Thread:
         thread = threading.Thread(target=func, args=args, kwargs=kw,
                                   daemon=True)
         thread.start()
         return thread
 
-    def addSystemEventTrigger(self, phase, event, func, *args, **kw):
+    def addSystemEventTrigger(self, phase: str, event: str,
+                              func: Callable[..., Any], *args: Any,
+                              **kw: Any) -> Any:
         key = (phase, event)
         entry = (func, args, kw)
         self._triggers.setdefault(key, []).append(entry)
         return (key, entry)
 
-    def callWhenRunning(self, func, *args, **kw):
+    def callWhenRunning(self, func: Callable[..., Any], *args: Any,
+                        **kw: Any) -> Any:
         if self.running:
             return func(*args, **kw)
         self._when_running.append((func, args, kw))
 
     # -- driving ----------------------------------------------------------
 
-    def removeSystemEventTrigger(self, trigger):
+    def removeSystemEventTrigger(self, trigger: Any) -> None:
         key, entry = trigger
         self._triggers.get(key, []).remove(entry)
 
-    def start(self):
+    def start(self) -> None:
         """Start 'running' in the calling thread: run callWhenRunning
         calls.  Then drive with advance() and pump()."""
         self.running = True
@@ -114,7 +133,7 @@ class Reactor:
         for func, args, kw in calls:
             func(*args, **kw)
 
-    def stop(self):
+    def stop(self) -> None:
         """Run the before-shutdown triggers and stop."""
         for phase in ('before', 'during', 'after'):
             for func, args, kw in list(
@@ -123,7 +142,7 @@ class Reactor:
         self.running = False
         _reactors.discard(self)
 
-    def pump(self):
+    def pump(self) -> int:
         """Run what other threads handed over and what is due now."""
         with self._lock:
             calls, self._from_threads = self._from_threads, []
@@ -136,7 +155,7 @@ class Reactor:
                 call.func(*call.args, **call.kw)
         return len(calls)
 
-    def advance(self, seconds=0):
+    def advance(self, seconds: float = 0) -> None:
         """Move virtual time forward, running calls as they come due."""
         target = self.time + seconds
         self.pump()
@@ -146,20 +165,21 @@ class Reactor:
         self.time = target
         self.pump()
 
-    def pending(self):
+    def pending(self) -> list[DelayedCall]:
         """Delayed calls still to run, in time order."""
         return [c for _, _, c in sorted(self._calls) if c.active()]
 
 
-def pumpReactors():
+def pumpReactors() -> None:
     me = threading.get_ident()
     for reactor in list(_reactors):
         if reactor.running and reactor.thread == me:
             reactor.pump()
 
 
-def wait(condition, timeout=10, message='condition never held',
-         interval=0.01):
+def wait(condition: Callable[[], Any], timeout: float = 10,
+         message: str | Callable[[], str] = 'condition never held',
+         interval: float = 0.01) -> Any:
     """Re-check `condition()` until it returns a true value (returned) or
     `timeout` seconds pass (AssertionError with `message`, or with what
     `message()` returns then when it is callable)."""
@@ -182,7 +202,7 @@ def _sync(ob):
         jar.transaction_manager.begin()
 
 
-def wait_for_result(job, timeout=10):
+def wait_for_result(job: Job, timeout: float = 10) -> Any:
     """The job's result once it is COMPLETED."""
     def done():
         _sync(job)
@@ -192,7 +212,7 @@ def wait_for_result(job, timeout=10):
     return job.result
 
 
-def wait_for_start(job, timeout=10):
+def wait_for_start(job: Job, timeout: float = 10) -> None:
     """Wait until the job has started (is ACTIVE or later)."""
     def started():
         _sync(job)
@@ -202,7 +222,7 @@ def wait_for_start(job, timeout=10):
          lambda: 'job never started: %r is %s' % (job, job.status))
 
 
-def wait_for_annotation(job, name, timeout=10):
+def wait_for_annotation(job: Job, name: str, timeout: float = 10) -> Any:
     def present():
         _sync(job)
         return name in job.annotations
@@ -211,7 +231,8 @@ def wait_for_annotation(job, name, timeout=10):
     return job.annotations[name]
 
 
-def get_poll(dispatcher, count=None, timeout=10):
+def get_poll(dispatcher: Dispatcher, count: int | None = None,
+             timeout: float = 10) -> Any:
     """The newest poll once there are more than `count` polls; by default
     the next poll (one newer than the newest now, which also works once
     the bounded history is full)."""
@@ -229,12 +250,14 @@ def get_poll(dispatcher, count=None, timeout=10):
     return dispatcher.polls.first()
 
 
-def wait_for_deactivation(dispatcher, timeout=10):
+def wait_for_deactivation(dispatcher: Dispatcher,
+                          timeout: float = 10) -> None:
     wait(lambda: not dispatcher.activated, timeout,
          'dispatcher %s never deactivated' % dispatcher.UUID)
 
 
-def wait_for_death(dispatcher_agents, timeout=30):
+def wait_for_death(dispatcher_agents: DispatcherAgents,
+                   timeout: float = 30) -> None:
     def dead():
         _sync(dispatcher_agents)
         return dispatcher_agents.dead
@@ -259,7 +282,9 @@ def _immediateAgent(queue):
     return agent
 
 
-def runQueuedJobs(conn, queue_names=None, limit=10000):
+def runQueuedJobs(conn: ZODB.Connection.Connection | ZODB.DB,
+                  queue_names: Iterable[str] | None = None,
+                  limit: int = 10000) -> list[Job]:
     """Immediate mode: run, in this thread, every due job queued in the
     database of `conn` (a connection, or a DB), until none is left; jobs
     that jobs queue run too, and callbacks run as part of their job.
@@ -274,7 +299,7 @@ def runQueuedJobs(conn, queue_names=None, limit=10000):
         tm = transaction.TransactionManager()
         conn = conn.open(transaction_manager=tm)
     tm = conn.transaction_manager
-    ran = []
+    ran: list[Job] = []
     try:
         tm.commit()
         while len(ran) < limit:
@@ -302,7 +327,7 @@ def runQueuedJobs(conn, queue_names=None, limit=10000):
     return ran
 
 
-def fixedClock(start=None):
+def fixedClock(start: datetime.datetime | None = None) -> FixedClock:
     """A settable clock for ``zcasync.utils.setClock``: call ``.advance(
     seconds)`` or set ``.now``."""
     return FixedClock(start)
@@ -310,13 +335,12 @@ def fixedClock(start=None):
 
 class FixedClock:
 
-    def __init__(self, start=None):
+    def __init__(self, start: datetime.datetime | None = None) -> None:
         self.now = start or utils.now()
 
-    def __call__(self):
+    def __call__(self) -> datetime.datetime:
         return self.now
 
-    def advance(self, seconds):
-        import datetime
+    def advance(self, seconds: float) -> datetime.datetime:
         self.now += datetime.timedelta(seconds=seconds)
         return self.now

@@ -12,11 +12,19 @@ transaction::
 
 Outside a running job they raise ``ValueError``.
 """
+from __future__ import annotations
+
 import pickle
 import threading
 import time
+from typing import TYPE_CHECKING, Any
 
 import persistent
+
+if TYPE_CHECKING:
+    from zcasync.dispatcher import Dispatcher
+    from zcasync.job import Job
+    from zcasync.queue import Queue
 
 _local = threading.local()
 
@@ -28,15 +36,16 @@ def _stack():
     return stack
 
 
-def pushJob(job):
+def pushJob(job: Job) -> None:
     _stack().append(job)
 
 
-def popJob():
+def popJob() -> None:
     _stack().pop()
 
 
-def setDispatcherContext(dispatcher=None, agent_name=None):
+def setDispatcherContext(dispatcher: Dispatcher | None = None,
+                         agent_name: str | None = None) -> None:
     """Called by a dispatcher's worker thread (None to clear)."""
     _local.dispatcher = dispatcher
     _local.agent_name = agent_name
@@ -68,7 +77,7 @@ def beforeFinalCommit(job):
         hook(job)
 
 
-def getJob():
+def getJob() -> Job:
     """The job running in this thread."""
     stack = _stack()
     if not stack:
@@ -79,7 +88,7 @@ def getJob():
     return stack[-1]
 
 
-def getQueue():
+def getQueue() -> Queue | None:
     return getJob().queue
 
 
@@ -94,15 +103,15 @@ def _fromDispatcher(attribute, what):
     return value
 
 
-def getDispatcher():
+def getDispatcher() -> Dispatcher:
     return _fromDispatcher('dispatcher', 'getDispatcher()')
 
 
-def getReactor():
+def getReactor() -> Any:
     return getDispatcher().reactor
 
 
-def getAgentName():
+def getAgentName() -> str:
     return _fromDispatcher('agent_name', 'getAgentName()')
 
 
@@ -117,7 +126,7 @@ class _NoPersistent(pickle.Pickler):
         return None
 
 
-def checkPlainValue(value):
+def checkPlainValue(value: Any) -> None:
     import io
     try:
         _NoPersistent(io.BytesIO()).dump(value)
@@ -138,7 +147,7 @@ def _target(job):
     return getDispatcher(), (oid, job._p_jar.db().database_name)
 
 
-def setLiveAnnotation(name, value, job=None):
+def setLiveAnnotation(name: str, value: Any, job: Job | None = None) -> None:
     """Write ``job.annotations[name] = value`` at once, in another
     connection (the dispatcher's), so that other processes see it without
     this job committing."""
@@ -151,7 +160,8 @@ def setLiveAnnotation(name, value, job=None):
 _MISSING = object()
 
 
-def getLiveAnnotation(name, default=None, timeout=0, poll=1, job=None):
+def getLiveAnnotation(name: str, default: Any = None, timeout: float = 0,
+                      poll: float = 1, job: Job | None = None) -> Any:
     """Read ``job.annotations[name]`` as committed now (not as of this
     job's transaction), waiting up to `timeout` seconds for it to appear,
     re-reading every `poll` seconds; `default` if it never does."""

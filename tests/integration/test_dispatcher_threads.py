@@ -96,6 +96,23 @@ def test_failure_record_and_log(conn, queue, running, capture):
         % (job, info['thread'], text))
 
 
+def failWithSecret(message):
+    password = 'hunter2-%s' % message  # noqa: F841 (a local variable)
+    raise ValueError(message)
+
+
+def test_a_failure_log_shows_no_frame_variables(conn, queue, running,
+                                                capture):
+    # issue 13: a one-line ValueError took 24 lines of locals and globals
+    job, result, info = run(conn, queue, running,
+                            Job(failWithSecret, 'bad'))
+    text = capture.find(logging.ERROR, ' failed in thread ').getMessage()
+    assert 'builtins.ValueError: bad' in text
+    assert 'hunter2' not in text and 'password' not in text
+    assert 'Capture of Locals and Globals disabled' in text
+    assert len(text.splitlines()) <= 8, text
+
+
 def test_huge_failure_is_cut(conn, queue, running, capture):
     message = 'x' * 50000
     job, result, info = run(conn, queue, running, Job(fail, message))

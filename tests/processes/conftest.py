@@ -236,7 +236,7 @@ class Client:
     """A connection to the shared database from the test process."""
 
     def __init__(self, uri):
-        from zcasync import cli_db
+        from zcasync.cli import db as cli_db
         import zcasync.configure
         zcasync.configure.base()
         self.db = cli_db.openDatabase(uri, connect_timeout=10)

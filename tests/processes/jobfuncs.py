@@ -69,3 +69,19 @@ class RetryTwice(RetryCommonFourTimes):
     that a job that kills its worker every time gives up after 3 runs."""
 
     interruptions = 2
+
+
+def report(steps, directory):
+    """Report progress live -- ``progress`` (done, total) and ``status``
+    -- once per step, each step waiting for directory/step-N; returns
+    a set (no JSON value: it prints as its repr)."""
+    for step in range(steps):
+        zcasync.local.setLiveAnnotation('progress', (step, steps))
+        zcasync.local.setLiveAnnotation('status', 'step %d' % (step + 1))
+        release = os.path.join(directory, 'step-%d' % step)
+        deadline = time.monotonic() + 60
+        while not os.path.exists(release):
+            if time.monotonic() > deadline:
+                raise RuntimeError('step %d was never released' % step)
+            time.sleep(0.05)
+    return {steps}

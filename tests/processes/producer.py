@@ -15,7 +15,7 @@ import transaction
 import ZODB.utils
 
 import zcasync.configure
-from zcasync import cli_db
+from zcasync.cli import db as cli_db
 from zcasync.interfaces import KEY
 from zcasync.job import Job
 

@@ -70,8 +70,25 @@ def test_worker_bad_uuid_file(tmp_path, datafile):
     returncode, line = runCommand('worker', '--db', 'file://%s' % datafile,
                                   '--uuid-file', bad)
     assert returncode == 2
-    assert 'does not start with a UUID' in line
+    assert 'UUID file %s given by --uuid-file does not start with a UUID' \
+        % bad in line
+    assert 'give --uuid-file another path' in line
+    assert 'ZC_ASYNC_UUID' not in line  # the user gave --uuid-file
     assert lastTransaction(datafile) == before
+
+
+@pytest.mark.parametrize('extra, code', [
+    (['--import', 'no_such_module_xyz'], 5),
+    (['--db', 'zeo://127.0.0.1:1', '--connect-timeout', '0'], 4),
+    (['--db', 'nonsense'], 3),
+])
+def test_a_worker_that_fails_to_start_creates_no_uuid_file(
+        tmp_path, datafile, extra, code):
+    path = tmp_path / 'new' / 'dir' / 'w.uuid'
+    returncode, line = runCommand('worker', '--db', 'file://%s' % datafile,
+                                  '--uuid-file', path, *extra)
+    assert returncode == code
+    assert not (tmp_path / 'new').exists()
 
 
 def test_worker_unreachable_server_and_unknown_scheme(tmp_path):

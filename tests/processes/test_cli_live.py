@@ -18,10 +18,10 @@ def test_put_wait_status_jobs_and_cancel_with_a_live_worker(processes, zeo,
                                                             tmp_path):
     worker = processes.worker('worker', zeo.uri)
     db = ('--db', zeo.uri)
-    waitFor(lambda: '"activated": null' not in cli('status', '--json',
-                                                   *db).stdout and
-            json.loads(cli('status', '--json', *db).stdout)['queues'],
-            60, 'the worker to show in status')
+    def alive():
+        found = json.loads(cli('status', '--json', *db).stdout)
+        return [d for d in found['dispatchers'] if d['state'] == 'alive']
+    waitFor(alive, 60, 'the worker to show in status')
 
     log = str(tmp_path / 'runs.log')
     done = cli('put', '--wait', '30', 'tests.processes.jobfuncs:record',
@@ -50,11 +50,15 @@ def test_put_wait_status_jobs_and_cancel_with_a_live_worker(processes, zeo,
     waitFor(lambda: startLines(tmp_path), 30, 'the job to start')
     status = json.loads(cli('status', '--json', *db).stdout)
     [queue] = status['queues']
-    [dispatcher] = queue['dispatchers']
-    assert dispatcher['activated'] and not dispatcher['dead']
+    [dispatcher] = status['dispatchers']
+    assert dispatcher['state'] == 'alive'
     assert dispatcher['agents'][0]['held'] == 1
+    assert [j['id'] for j in dispatcher['agents'][0]['jobs']] == [running]
     assert queue['pending'] == 1  # the scheduled one
-    active = json.loads(cli('jobs', 'active', '--json', *db).stdout)
+    assert (queue['running'], queue['capacity']) == (1, 3)
+    assert status['warnings'] == []
+    active = json.loads(cli('jobs', 'active', '--json', *db).stdout)[
+        'items']
     assert [j['id'] for j in active] == [running]
     assert active[0]['call'].startswith('tests.processes.jobfuncs.hold(7')
     done = cli('cancel', running, *db)
@@ -68,5 +72,55 @@ def test_put_wait_status_jobs_and_cancel_with_a_live_worker(processes, zeo,
     assert done.returncode == 0
     assert json.loads(cli('job', running, '--json', *db).stdout)[
         'result'] == [7, worker.pid]
-    failed = json.loads(cli('jobs', 'failed', '--json', *db).stdout)
+    failed = json.loads(cli('jobs', 'failed', '--json', *db).stdout)[
+        'items']
     assert len(failed) == 1 and 'hold(1' in failed[0]['call']
+
+
+def test_put_wait_json_is_one_document_and_a_terminal_sees_progress(
+        processes, zeo, tmp_path):
+    import os
+    import pty
+    import select
+    worker = processes.worker('worker', zeo.uri)
+    db = ('--db', zeo.uri)
+    waitFor(lambda: json.loads(cli('status', '--json', *db).stdout)[
+        'queues'], 60, 'the worker to create its queue')
+    done = cli('put', '--wait', '60', '--json',
+               'tests.processes.jobfuncs:record', '1',
+               str(tmp_path / 'runs.log'), *db)
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)  # nothing before or after the document
+    assert info['result'] == [1, worker.pid]
+    assert (info['status'], info['state']) == ('completed', 'succeeded')
+    assert info['kwargs'] == {} and info['warnings'] == []
+
+    # stderr on a terminal: the job's progress on one line, kept up to
+    # date; stdout (piped) gets the id, then the result as JSON
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        zcasync('put', '--wait', '60', 'tests.processes.jobfuncs:report',
+                '2', str(tmp_path), *db), cwd=ROOT, env=childEnvironment(),
+        stdout=subprocess.PIPE, stderr=slave, text=True)
+    os.close(slave)
+    seen = []
+
+    def shows(text):
+        ready, _, _ = select.select([master], [], [], 0.5)
+        if ready:
+            seen.append(os.read(master, 4096).decode())
+        return text in ''.join(seen)
+    try:
+        waitFor(lambda: shows('active 0% (0/2) step 1'), 60, 'progress')
+        (tmp_path / 'step-0').touch()
+        waitFor(lambda: shows('active 50% (1/2) step 2'), 60, 'progress')
+        (tmp_path / 'step-1').touch()
+        out, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(master)
+    assert process.returncode == 0
+    ident, result = out.splitlines()
+    assert json.loads(result) == '{2}'  # not JSON: its repr, as a string
+    assert 'job %s: active' % ident in ''.join(seen)

@@ -9,7 +9,8 @@ import threading
 import psycopg2
 import transaction
 
-from zcasync import cli_db, invalidations, pgnotify, testing
+from zcasync import invalidations, pgnotify, testing
+from zcasync.cli import db as cli_db
 
 from tests.processes.conftest import ROOT, childEnvironment
 

@@ -19,7 +19,7 @@ import ZODB.POSException
 import ZODB.utils
 
 import zcasync.configure
-from zcasync import cli_db
+from zcasync.cli import db as cli_db
 from zcasync.interfaces import KEY
 from zcasync.job import Job
 

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from zcasync import cli
-from zcasync.cli_common import (
+from zcasync.cli.common import (
     EXIT_OK, EXIT_USAGE, EXIT_URI, EXIT_UNAVAILABLE, EXIT_NOT_FOUND,
     formatJobId, parseJobId, CommandError)
 
@@ -160,9 +160,12 @@ def test_a_locked_file_storage_is_a_clear_error(capsys, tmp_path):
 def test_status_of_a_database_without_queues(capsys, tmp_path):
     path = database(tmp_path, queue=False)
     before = lastTransaction(path)
-    code, out, err = run(capsys, 'status', '--db', fileUri(path))
+    code, out, err = run(capsys, 'status', '--db', fileUri(path),
+                         terminal=True)
     assert code == EXIT_OK
     assert 'no zcasync queues' in out
+    code, out, err = run(capsys, 'status', '--db', fileUri(path))
+    assert (code, out) == (EXIT_OK, '')  # piped: no data, no text
     code, out, err = run(capsys, 'status', '--db', fileUri(path), '--json')
     assert code == EXIT_OK
     assert '"queues": []' in out
@@ -208,11 +211,11 @@ def test_job_ids_round_trip():
 
 
 def test_an_unexpected_error_is_one_line_with_a_hint(capsys, monkeypatch):
-    from zcasync import cli_jobs
+    from zcasync.cli import status
 
     def broken(args):
         raise RuntimeError('something odd\nsecond line')
-    monkeypatch.setattr(cli_jobs, 'runStatus', broken)
+    monkeypatch.setattr(status, 'runStatus', broken)
     code, out, err = run(capsys, 'status', '--db', 'memory://')
     assert code == 70
     line = oneLine(err, 'zcasync status')
@@ -222,7 +225,7 @@ def test_an_unexpected_error_is_one_line_with_a_hint(capsys, monkeypatch):
 
 def test_a_busy_port_is_detected_as_reachable():
     # the reachability check itself: a listening socket counts
-    from zcasync import cli_db
+    from zcasync.cli import db as cli_db
     listener = socket.socket()
     listener.bind(('127.0.0.1', 0))
     listener.listen(1)

@@ -8,12 +8,12 @@ import re
 
 import pytest
 
-from zcasync.cli_common import (
+from zcasync.cli.common import (
     EXIT_OK, EXIT_USAGE, EXIT_IMPORT, EXIT_NOT_FOUND, EXIT_REFUSED)
 
 from test_cli_support import (
     run, database, fileUri, lastTransaction, runQueuedJobs, jobState,
-    openDb)
+    openDb, WORKER_UUID)
 
 
 def oneLine(err, prog):
@@ -57,7 +57,7 @@ def test_put_schedules_and_sets_policy(capsys, tmp_path):
                      'operator:add', '1', '2')
     info = jsonOf(capsys, 'job', ident, '--db', fileUri(path), '--json')
     assert info['begin_after'] == '2031-02-03T04:05:06+00:00'
-    assert info['begin_by'] == 60.0
+    assert info['begin_by_seconds'] == 60.0
     assert info['retry_policy'] == 'NeverRetry'
     ident, oid = put(capsys, path, '--begin-after',
                      '2031-02-03T05:05:06+01:00', 'operator:add', '1', '2')
@@ -139,37 +139,61 @@ def test_status_jobs_and_job_show_what_happened(capsys, tmp_path):
     status = jsonOf(capsys, 'status', '--db', db, '--json')
     [queue] = status['queues']
     assert queue['pending'] == 1
-    [dispatcher] = queue['dispatchers']
+    assert queue['dispatchers'] == {'alive': 0, 'dead': 0, 'stopped': 1}
+    [dispatcher] = status['dispatchers']
+    assert dispatcher['state'] == 'stopped'
     assert dispatcher['activated'] is None
-    assert dispatcher['agents'] == [
-        {'name': 'main', 'size': 100, 'held': 0, 'completed': 2}]
-    code, out, err = run(capsys, 'status', '--db', db)
-    assert "queue '': 1 pending, 1 dispatcher(s)" in out
-    assert "agent 'main': size 100, holding 0, completed 2" in out
+    [agent] = dispatcher['agents']
+    assert (agent['name'], agent['size'], agent['held'],
+            agent['completed'], agent['jobs']) == ('main', 100, 0, 2, [])
+    code, out, err = run(capsys, 'status', '--db', db, '--all',
+                         terminal=True)
+    lines = out.splitlines()
+    assert lines[0].split() == ['QUEUE', 'PENDING', 'OLDEST', 'WAIT',
+                                'RUNNING', 'CAPACITY', 'DISPATCHERS',
+                                'NOTE']
+    assert lines[1].split()[:5] == ['(primary)', '1', '-', '0', '0']
+    assert str(WORKER_UUID) in lines[4] and 'main 0/100' in lines[4]
 
-    listed = jsonOf(capsys, 'jobs', '--db', db, '--json')
-    assert [(j['id'], j['status']) for j in listed] == [
-        (later, 'pending'), (bad, 'completed'), (ok, 'completed')]
-    assert [j['id'] for j in jsonOf(
-        capsys, 'jobs', 'failed', '--db', db, '--json')] == [bad]
-    assert [j['id'] for j in jsonOf(
-        capsys, 'jobs', 'succeeded', '--db', db, '--json')] == [ok]
-    assert [j['id'] for j in jsonOf(
-        capsys, 'jobs', 'pending', '--db', db, '--json')] == [later]
-    assert jsonOf(capsys, 'jobs', 'active', '--db', db, '--json') == []
-    assert len(jsonOf(capsys, 'jobs', '--limit', '1', '--db', db,
-                      '--json')) == 1
-    assert [j['id'] for j in jsonOf(capsys, 'jobs', '--agent', 'main',
-                                    '--db', db, '--json')] == [bad, ok]
+    def listed(*argv):
+        found = jsonOf(capsys, 'jobs', '--db', db, '--json', *argv)
+        return [j['id'] for j in found['items']]
+    found = jsonOf(capsys, 'jobs', '--db', db, '--json')
+    assert [(j['id'], j['status'], j['state']) for j in found['items']] == [
+        (later, 'pending', 'pending'), (bad, 'completed', 'failed'),
+        (ok, 'completed', 'succeeded')]
+    assert (found['state'], found['limit'], found['more']) == (
+        None, 100, False)
+    assert listed('failed') == [bad]
+    assert listed('succeeded') == [ok]
+    assert listed('pending') == [later]
+    assert listed('active') == []
+    assert listed('--agent', 'main') == [bad, ok]
+    found = jsonOf(capsys, 'jobs', '--limit', '1', '--db', db, '--json')
+    assert len(found['items']) == 1 and found['more'] is True
+    # piped: tab-separated lines, no header
     code, out, err = run(capsys, 'jobs', '--db', db)
-    lines = out.strip().splitlines()
-    assert lines[0].split()[:2] == [later, 'pending']
-    assert lines[1].split()[:2] == [bad, 'failed']
-    assert lines[2].split()[:2] == [ok, 'succeeded']
-    assert 'math.sqrt(-1)' in lines[1]
+    rows = [line.split('\t') for line in out.splitlines()]
+    assert [row[:3] for row in rows] == [
+        [later, 'pending', ''], [bad, 'failed', ''], [ok, 'succeeded', '']]
+    assert rows[1][3] == 'main@%s' % WORKER_UUID.hex[:8]
+    assert rows[1][4].startswith('ended 20')
+    assert rows[0][4].startswith('due 20')
+    assert rows[1][5] == 'math.sqrt(-1)'
+    # a terminal: a header and aligned columns; the primary queue named
+    code, out, err = run(capsys, 'jobs', '--db', db, terminal=True)
+    lines = out.splitlines()
+    assert lines[0].split() == ['ID', 'STATE', 'QUEUE', 'AGENT', 'WHEN',
+                                '(UTC)', 'CALL']
+    start = lines[0].index('CALL')
+    assert [line[start:] for line in lines[1:]] == [
+        '_operator.add(1, 1)', 'math.sqrt(-1)', '_operator.add(40, 2)']
+    assert lines[2].split()[:3] == [bad, 'failed', '(primary)']
     code, out, err = run(capsys, 'jobs', '--queue', 'nope', '--db', db)
     assert code == EXIT_NOT_FOUND
-    assert "no queue 'nope'" in oneLine(err, 'zcasync jobs')
+    line = oneLine(err, 'zcasync jobs')
+    assert "no queue 'nope'" in line
+    assert '--create-queue' not in line  # jobs has no such option
 
     info = jsonOf(capsys, 'job', ok, '--db', db, '--json')
     assert (info['status'], info['result'], info['failed']) == (
@@ -177,7 +201,7 @@ def test_status_jobs_and_job_show_what_happened(capsys, tmp_path):
     assert info['agent'] == 'main'
     assert info['active_start'] <= info['active_end']
     info = jsonOf(capsys, 'job', str(bad_oid), '--db', db, '--json')
-    assert info['failed'] is True
+    assert info['failed'] is True and info['state'] == 'failed'
     assert info['error'] == 'builtins.ValueError: math domain error'
     assert 'ValueError' in info['traceback']
     code, out, err = run(capsys, 'job', bad, '--db', db)
@@ -197,11 +221,12 @@ def test_cancel_removes_a_pending_job_and_refuses_others(capsys, tmp_path):
                                '1', '2')
     code, out, err = run(capsys, 'cancel', waiting, '--db', db)
     assert code == EXIT_OK, err
-    assert "removed from queue ''" in out
+    assert 'removed from queue (primary)' in out
     status, result, annotations = jobState(path, waiting_oid)
     assert status == 'new-status'
     assert 'zcasync.cancelled' in annotations
-    assert jsonOf(capsys, 'jobs', 'pending', '--db', db, '--json') == []
+    assert jsonOf(capsys, 'jobs', 'pending', '--db', db, '--json')[
+        'items'] == []
 
     for ident, word in ((waiting, 'it is new'),
                         (done, 'it is completed')):
@@ -216,7 +241,6 @@ def test_cancel_removes_a_pending_job_and_refuses_others(capsys, tmp_path):
 
 def test_cancel_refuses_a_claimed_job(capsys, tmp_path):
     from zcasync.interfaces import KEY
-    from test_cli_support import WORKER_UUID
     path = database(tmp_path)
     ident, oid = put(capsys, path, 'operator:add', '1', '2')
     with openDb(path) as (db, conn):

@@ -7,15 +7,15 @@ import json
 import pytest
 
 from zcasync import utils
-from zcasync.cli_common import EXIT_OK, EXIT_USAGE, EXIT_NOT_FOUND
+from zcasync.cli.common import EXIT_OK, EXIT_USAGE, EXIT_NOT_FOUND
 from zcasync.interfaces import KEY
 
 from test_cli_support import (
     run, database, fileUri, lastTransaction, runQueuedJobs, openDb)
 
 
-def ok(capsys, *argv):
-    code, out, err = run(capsys, *argv)
+def ok(capsys, *argv, terminal=False):
+    code, out, err = run(capsys, *argv, terminal=terminal)
     assert code == EXIT_OK, err
     return out
 
@@ -72,14 +72,17 @@ def test_put_bad_options(capsys, tmp_path, argv, text):
 def test_schedules_add_list_pause_resume_remove(capsys, tmp_path):
     path = database(tmp_path)
     db = ('--db', fileUri(path))
-    assert 'no schedules' in ok(capsys, 'schedules', *db)
+    assert 'no schedules' in ok(capsys, 'schedules', *db, terminal=True)
+    assert ok(capsys, 'schedules', *db) == ''  # piped: no rows, no text
     line = ok(capsys, 'schedules', 'add', 'nightly', 'builtins:max', '1',
               '2', '--cron', '30 2 * * *', '--timezone', 'Europe/Berlin',
               '--catch-up', *db)
-    assert line.startswith('nightly') and 'Europe/Berlin' in line
+    assert line.startswith('nightly\t') and 'Europe/Berlin' in line
     ok(capsys, 'schedules', 'add', 'beat', 'builtins:max', '[3]', '--every',
        '5m', '--kw', 'default=0', *db)
-    listed = json.loads(ok(capsys, 'schedules', *db, '--json'))
+    found = json.loads(ok(capsys, 'schedules', *db, '--json'))
+    assert found['queue'] == ''
+    listed = found['items']
     assert [s['name'] for s in listed] == ['beat', 'nightly']
     beat, nightly = listed
     assert beat['every'] == 300.0 and beat['call'] == \
@@ -88,6 +91,10 @@ def test_schedules_add_list_pause_resume_remove(capsys, tmp_path):
     assert len(nightly['next_runs']) == 3
     first = datetime.datetime.fromisoformat(nightly['next_runs'][0])
     assert first > utils.now() and first.minute == 30
+    table = ok(capsys, 'schedules', *db, terminal=True).splitlines()
+    assert table[0].split() == ['NAME', 'WHEN', 'FIRED', 'NEXT', 'RUN',
+                                '(UTC)', 'CALL']
+    assert table[1].split()[:4] == ['beat', 'every', '300', 's']
     ok(capsys, 'schedules', 'pause', 'beat', *db)
     assert queueOf(path, lambda q: q.schedules['beat'].paused)
     ok(capsys, 'schedules', 'resume', 'beat', *db)

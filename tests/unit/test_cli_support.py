@@ -1,7 +1,9 @@
 """Helpers for the zcasync command tests (no tests here).
 
-- ``run(capsys, *argv, env=None)``: run the command in-process and return
-  (exit code, stdout, stderr);
+- ``run(capsys, *argv, env=None, terminal=False)``: run the command
+  in-process and return (exit code, stdout, stderr); with `terminal`,
+  stdout and stderr say they are a terminal (tables get headers, ``put
+  --wait`` shows progress);
 - ``database(tmp_path)``: a closed FileStorage with the primary queue
   (and optionally a registered dispatcher with an agent);
 - ``runQueuedJobs(path)``: claim and run every due job of the primary
@@ -12,6 +14,7 @@
 """
 import contextlib
 import socket
+import sys
 import uuid as uuidmodule
 
 import transaction
@@ -24,9 +27,18 @@ from zcasync import cli
 WORKER_UUID = uuidmodule.UUID('12345678-1234-1234-1234-1234567890ab')
 
 
-def run(capsys, *argv, env=None):
+def run(capsys, *argv, env=None, terminal=False):
     capsys.readouterr()
-    code = cli.main(list(argv), environ=dict(env or {}))
+    streams = (sys.stdout, sys.stderr)
+    if terminal:
+        for stream in streams:
+            stream.isatty = lambda: True
+    try:
+        code = cli.main(list(argv), environ=dict(env or {}))
+    finally:
+        if terminal:
+            for stream in streams:
+                del stream.isatty
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 

@@ -18,8 +18,9 @@ import uuid as uuidmodule
 import pytest
 import transaction
 
-from zcasync import cli_worker, utils
-from zcasync.cli_common import CommandError, EXIT_UUID_CLASH, EXIT_OK
+from zcasync import utils
+from zcasync.cli import worker as cli_worker
+from zcasync.cli.common import CommandError, EXIT_UUID_CLASH, EXIT_OK
 from zcasync.interfaces import KEY
 
 UUID = uuidmodule.UUID('0f0e0d0c-0b0a-0908-0706-050403020100')

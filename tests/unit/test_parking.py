@@ -169,9 +169,9 @@ def test_the_command_line_shows_cancels_and_retries_parked_jobs(
     code, out, err = run(capsys, 'jobs', 'parked', '--db', fileUri(path),
                          '--json')
     assert code == 0, err
-    [info] = json.loads(out)
+    [info] = json.loads(out)['items']
     assert info['id'] == ident and info['status'] == 'parked'
-    assert MODULE in info['parked_reason'] and MODULE in info['call']
+    assert MODULE in info['error'] and MODULE in info['call']
     code, out, err = run(capsys, 'job', ident, '--db', fileUri(path))
     assert code == 0, err
     assert 'parked' in out

@@ -62,6 +62,9 @@ def test_retry_queues_a_failed_job_again(conn, queue, ticking, tmp_path):
     refused(conn, tmp_path, 'retry', api.jobId(new), {}, 409,
             'it is pending')
     refused(conn, tmp_path, 'retry', '999999', {}, 404, 'no job 999999')
+    # a second retry of the same failed job is refused: it names the new one
+    refused(conn, tmp_path, 'retry', api.jobId(failed), {}, 409,
+            'was already retried as job %s' % api.jobId(new))
 
 
 def test_cancel_removes_a_pending_job_only(conn, queue, ticking, tmp_path):

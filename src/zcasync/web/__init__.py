@@ -12,8 +12,9 @@ worker (``zcasync worker --http ADDRESS``):
 - ``actions``: retry, cancel, resize, prune -- only with the token;
 - ``server``: the twisted.web resources, reader threads and server-sent
   events driven by ``zcasync.invalidations``;
-- ``cli``: the runners of ``zcasync dashboard`` and ``worker --http``;
 - ``static/``: the page (HTML, JavaScript, CSS; no third-party code).
 
-The model never imports this package.
+The model never imports this package; the ``zcasync dashboard`` and
+``zcasync worker --http`` commands that serve it are in ``zcasync.cli``
+(``dashboard``).
 """

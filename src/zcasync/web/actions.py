@@ -59,6 +59,10 @@ def retry(conn, job_id, body):
                             'job can be queued again' % (
                                 job_id, status, ' and succeeded'
                                 if status == 'completed' else ''))
+    again = job.annotations.get(api.RETRIED_AS)
+    if again is not None:
+        raise ApiError(409, 'job %s was already retried as job %s; retry '
+                            'that one if it failed too' % (job_id, again))
     queue = job.queue
     if queue is None:
         raise ApiError(409, 'cannot retry job %s: it belongs to no queue (a '
@@ -73,10 +77,10 @@ def retry(conn, job_id, body):
                        % (job_id, api.firstLine(e))) from None
     new.quota_names = [n for n in job.quota_names if n in queue.quotas]
     new.failure_log_level = job.failure_log_level
-    new.annotations['zcasync.retry_of'] = api.jobId(job)
+    new.annotations[api.RETRY_OF] = api.jobId(job)
     queue.put(new, begin_by=job.begin_by,
               retry_policy_factory=job.retry_policy_factory)
-    job.annotations['zcasync.retried_as'] = api.jobId(new)
+    job.annotations[api.RETRIED_AS] = api.jobId(new)
     return {'action': 'retry', 'job': api.jobId(job),
             'new_job': api.jobId(new), 'queue': queue.name}
 

@@ -48,6 +48,13 @@ HELD = ('assigned', 'active', 'callbacks')
 DONE = ('completed', 'succeeded', 'failed')
 LISTS = ('pending', 'running') + HELD + DONE
 
+#: The methods of a job that recovery queues as jobs of their own (with a
+#: run token as argument): internal work, hidden from lists by default.
+RECOVERY = ('handleInterrupt', 'resumeCallbacks')
+#: Annotations ``retry`` writes on the new job and on the failed one.
+RETRY_OF = 'zcasync.retry_of'
+RETRIED_AS = 'zcasync.retried_as'
+
 
 class ApiError(Exception):
     """A request the API refuses: an HTTP status and a one-line message."""
@@ -197,6 +204,24 @@ def findJob(conn, text):
     return ob
 
 
+def isRecovery(job):
+    """Whether `job` is recovery's own (it calls ``handleInterrupt`` or
+    ``resumeCallbacks`` of another job)."""
+    func = job.callable
+    return getattr(func, '__name__', None) in RECOVERY and \
+        interfaces.IJob.providedBy(getattr(func, '__self__', None))
+
+
+def parkedEntry(job):
+    """(reason, when) for a parked job, else None."""
+    queue = job.queue
+    for parked, reason, when in (queue.parked() if queue is not None
+                                 else ()):
+        if parked is job:
+            return reason, when
+    return None
+
+
 def callableName(job):
     func = job.callable
     owner = getattr(func, '__self__', None)
@@ -260,6 +285,7 @@ def _summary(job, now):
         'oid': ZODB.utils.u64(job._p_oid),
         'database': job._p_jar.db().database_name,
         'status': status,
+        'state': status,
         'failed': None,
         'callable': callableName(job),
         'call': callText(job),
@@ -275,12 +301,20 @@ def _summary(job, now):
         'progress': None,
         'status_text': None,
         'error': None,
+        'retried_as': None,
+        'internal': isRecovery(job),
     }
     if status == 'completed':
         result = job.result
         info['failed'] = utils.isFailure(result)
+        info['state'] = 'failed' if info['failed'] else 'succeeded'
         if info['failed']:
             info['error'] = _errorText(result)
+            info['retried_as'] = job.annotations.get(RETRIED_AS)
+    elif status == 'parked':
+        entry = parkedEntry(job)
+        if entry is not None:
+            info['error'] = firstLine(entry[0])
     elif status in HELD:
         annotations = job.peekAnnotations()
         info['progress'] = progressOf(annotations.get(PROGRESS))
@@ -335,6 +369,9 @@ def jobDetail(job, now=None):
         'args': [display(a) for a in positional],
         'kwargs': {str(k): display(v) for k, v in kwargs.items()},
         'begin_by_seconds': seconds(job.begin_by),
+        'priority': job.priority,
+        'unique_key': display(job.unique_key),
+        'parked_at': None,
         'quota_names': list(job.quota_names),
         'retry_policy': _policyName(job),
         'retry_counts': _retryCounts(job, annotations),
@@ -343,6 +380,11 @@ def jobDetail(job, now=None):
         'result': None,
         'traceback': None,
     })
+    if info['status'] == 'parked':
+        entry = parkedEntry(job)
+        if entry is not None:
+            info['error'] = display(entry[0])
+            info['parked_at'] = iso(entry[1])
     result = job.result
     if utils.isFailure(result):
         info['traceback'] = result.getTraceback()[:TRACEBACK_LIMIT]
@@ -447,6 +489,8 @@ def queueInfo(name, queue, now, stats=None):
         oldest = seconds(now - first.begin_after)
     info = {
         'name': name,
+        'paused': bool(queue.paused),
+        'schedules': len(queue.existingSchedules() or ()),
         'pending': len(queue),
         'oldest_wait_seconds': oldest,
         'next_due': iso(queue.nextDue()),

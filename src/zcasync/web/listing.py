@@ -41,7 +41,7 @@ class JobQuery:
 
     def __init__(self, state='completed', queue=None, callable=None,
                  since=None, until=None, limit=api.DEFAULT_LIMIT,
-                 cursor=None):
+                 cursor=None, internal=False):
         if state not in api.LISTS:
             raise ApiError(400, 'state=%r is not one of %s' % (
                 state, ', '.join(api.LISTS)))
@@ -58,12 +58,14 @@ class JobQuery:
         self.until = until
         self.limit = limit
         self.cursor = cursor
+        #: list recovery's own jobs too (``api.isRecovery``)
+        self.internal = internal
 
     @classmethod
     def fromArgs(cls, args):
         """From query arguments ({name: [value, ...]}, text values)."""
         known = {'state', 'queue', 'callable', 'since', 'until', 'limit',
-                 'cursor'}
+                 'cursor', 'internal'}
         unknown = sorted(set(args) - known)
         if unknown:
             raise ApiError(400, 'unknown parameter(s) %s; use %s' % (
@@ -77,7 +79,11 @@ class JobQuery:
                     limit,)) from None
         since, until = _one(args, 'since'), _one(args, 'until')
         cursor = _one(args, 'cursor')
+        internal = _one(args, 'internal')
+        if internal not in (None, '', '0', '1', 'true', 'false'):
+            raise ApiError(400, 'internal=%r: give 1 or 0' % (internal,))
         return cls(
+            internal=internal in ('1', 'true'),
             state=_one(args, 'state') or 'completed',
             queue=_one(args, 'queue') if 'queue' in args else None,
             callable=_one(args, 'callable'),
@@ -105,6 +111,8 @@ class JobQuery:
         return self._collect(source, when, now)
 
     def _matches(self, job, when):
+        if not self.internal and api.isRecovery(job):
+            return False
         if self.state in _HELD_STATES and \
                 api.statusName(job.status) not in _HELD_STATES[self.state]:
             return False

@@ -1,6 +1,7 @@
-"""The command-line entry points of the dashboard: ``zcasync dashboard``
-(its own process, its own database connection) and ``zcasync worker
---http ADDRESS`` (the same server on the worker's reactor and database).
+"""The command-line entry points of the dashboard (whose server lives in
+``zcasync.web``): ``zcasync dashboard`` (its own process, its own
+database connection) and ``zcasync worker --http ADDRESS`` (the same
+server on the worker's reactor and database).
 
 The token that allows actions comes from ``--token`` or the environment
 variable ``ZCASYNC_DASHBOARD_TOKEN`` (the only source for a worker); it
@@ -9,27 +10,13 @@ is never logged or printed.
 import logging
 import os
 
-from zcasync.cli_common import CommandError, EXIT_OK, EXIT_USAGE, \
-    EXIT_ADDRESS
+from zcasync.cli.common import (
+    CommandError, parseAddress, EXIT_OK, EXIT_ADDRESS)
 
 log = logging.getLogger('zcasync.events')
 
 TOKEN_VARIABLE = 'ZCASYNC_DASHBOARD_TOKEN'
 DEFAULT_ADDRESS = '127.0.0.1:8080'
-
-
-def parseAddress(text, option):
-    host, sep, port = str(text).rpartition(':')
-    host = host.strip('[]')
-    try:
-        number = int(port)
-    except ValueError:
-        number = -1
-    if not sep or not host or not 0 <= number <= 65535:
-        raise CommandError(
-            '%s %r is not HOST:PORT (e.g. 127.0.0.1:8080; port 0 picks a '
-            'free port)' % (option, text), EXIT_USAGE)
-    return host, number
 
 
 def _listen(dashboard, host, port, option):
@@ -51,7 +38,7 @@ def serveInWorker(db, reactor, address, environ=None):
     """Serve the dashboard from a worker's reactor; returns it."""
     from zcasync.web.server import Dashboard
     environ = os.environ if environ is None else environ
-    host, port = parseAddress(address, '--http')
+    host, port = parseAddress(address, '--http', '127.0.0.1:8081')
     token = environ.get(TOKEN_VARIABLE) or None
     dashboard = Dashboard(db, reactor, token=token)
     port = _listen(dashboard, host, port, '--http')
@@ -63,9 +50,9 @@ def serveInWorker(db, reactor, address, environ=None):
 def runDashboard(args):
     """``zcasync dashboard``: serve until SIGTERM or SIGINT."""
     import zcasync.configure
-    from zcasync import cli_db
+    from zcasync.cli import db as cli_db
     from zcasync.web.server import Dashboard
-    host, port = parseAddress(args.address, '--address')
+    host, port = parseAddress(args.address, '--address', DEFAULT_ADDRESS)
     token = args.token or None
     zcasync.configure.base()
     db = cli_db.openDatabase(args.db, args.connect_timeout, create=False)

@@ -11,9 +11,9 @@ import datetime
 import json
 import re
 
-from zcasync.cli_common import (
-    CommandError, firstLine, isoTime, seconds, printJson, EXIT_OK,
-    EXIT_USAGE, EXIT_NOT_FOUND)
+from zcasync.cli.common import (
+    CommandError, firstLine, isoTime, seconds, printJson, printTable,
+    isTerminal, queueLabel, shortTime, EXIT_OK, EXIT_USAGE, EXIT_NOT_FOUND)
 
 _DURATION = re.compile(r'^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$')
 _UNITS = {'': 1, 's': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800}
@@ -70,17 +70,19 @@ def describeSchedule(name, schedule):
     }
 
 
-def _scheduleLine(info):
-    when = 'cron %r %s' % (info['cron'], info['timezone']) \
+SCHEDULE_HEADERS = ('NAME', 'WHEN', 'FIRED', 'NEXT RUN (UTC)', 'CALL')
+
+
+def _scheduleRow(info):
+    when = 'cron %s %s' % (info['cron'], info['timezone']) \
         if info['cron'] is not None else 'every %g s' % info['every']
-    state = 'paused' if info['paused'] else 'next %s' % (
-        ', '.join(info['next_runs']) or '-')
-    return '%-16s %-28s %-6d %s  %s' % (info['name'], when, info['fired'],
-                                        state, info['call'])
+    following = 'paused' if info['paused'] else (
+        shortTime(info['next_runs'][0]) if info['next_runs'] else '-')
+    return [info['name'], when, info['fired'], following, info['call']]
 
 
 def runSchedules(args):
-    from zcasync.cli_jobs import Session
+    from zcasync.cli.jobs import Session
     action = args.action
     if action != 'add':
         for option in ('cron', 'every', 'timezone', 'grace', 'kw'):
@@ -109,14 +111,13 @@ def runSchedules(args):
             found = [describeSchedule(name, schedules[name])
                      for name in schedules]
             if args.json:
-                printJson(found)
-            elif not found:
-                print('no schedules in queue %r' % args.queue)
+                printJson({'queue': args.queue, 'items': found})
             else:
-                print('%-16s %-28s %-6s %s' % ('NAME', 'WHEN', 'FIRED',
-                                               'NEXT RUNS  CALL'))
-                for info in found:
-                    print(_scheduleLine(info))
+                printTable(SCHEDULE_HEADERS, [_scheduleRow(info)
+                                              for info in found])
+                if not found and isTerminal():
+                    print('no schedules in queue %s'
+                          % queueLabel(args.queue))
             return EXIT_OK
         for attempt in session.tm.attempts(10):
             with attempt:
@@ -137,14 +138,16 @@ def runSchedules(args):
     if args.json:
         printJson({'name': args.name, 'action': action, 'schedule': info})
     else:
-        print('schedule %r in queue %r: %s' % (
-            args.name, args.queue, {'pause': 'paused', 'resume': 'resumed',
-                                    'remove': 'removed'}[action]))
+        print('schedule %r in queue %s: %s' % (
+            args.name, queueLabel(args.queue), {
+                'pause': 'paused', 'resume': 'resumed',
+                'remove': 'removed'}[action]))
     return EXIT_OK
 
 
 def _addSchedule(args):
-    from zcasync.cli_jobs import Session, importCallable, parseArgument
+    from zcasync.cli.jobs import Session
+    from zcasync.cli.put import importCallable, parseArguments
     if not args.callable:
         raise CommandError('"schedules add NAME module:function [ARG...]" '
                            'needs the function to call', EXIT_USAGE)
@@ -152,8 +155,7 @@ def _addSchedule(args):
         raise CommandError('give "schedules add" either --cron EXPR or '
                            '--every DURATION', EXIT_USAGE)
     func = importCallable(args.callable)
-    values = [parseArgument(a) for a in args.args]
-    kwargs = parseKeywords(args.kw)
+    values, kwargs = parseArguments(args.args, args.kw)
     options = {
         'cron': args.cron, 'timezone': args.timezone or 'UTC',
         'catch_up': bool(args.catch_up),
@@ -169,7 +171,8 @@ def _addSchedule(args):
     with Session(args, create=args.create_queue) as session:
         for attempt in session.tm.attempts(10):
             with attempt:
-                queue = session.queue(args.queue, create=args.create_queue)
+                queue = session.queue(args.queue, create=args.create_queue,
+                                      creatable=True)
                 try:
                     schedule = queue.schedule(args.name, func, *values,
                                               **options, **kwargs)
@@ -180,14 +183,14 @@ def _addSchedule(args):
     if args.json:
         printJson(info)
     else:
-        print(_scheduleLine(info))
+        printTable(SCHEDULE_HEADERS, [_scheduleRow(info)])
     return EXIT_OK
 
 
 # --- queue pause|resume -------------------------------------------------------
 
 def runQueue(args):
-    from zcasync.cli_jobs import Session
+    from zcasync.cli.jobs import Session
     with Session(args) as session:
         for attempt in session.tm.attempts(10):
             with attempt:
@@ -198,62 +201,95 @@ def runQueue(args):
         printJson({'queue': args.name, 'paused': args.action == 'pause',
                    'pending': pending})
     else:
-        print('queue %r %s (%d pending)' % (
-            args.name, 'paused: no job will be handed out until "zcasync '
-            'queue resume"' if args.action == 'pause' else 'resumed',
-            pending))
+        print('queue %s %s (%d pending)' % (
+            queueLabel(args.name), 'paused: no job will be handed out '
+            'until "zcasync queue resume"' if args.action == 'pause'
+            else 'resumed', pending))
     return EXIT_OK
 
 
 # --- prune -------------------------------------------------------------------
 
 def runPrune(args):
-    from zcasync import utils
-    from zcasync.cli_jobs import Session
-    older = parseDuration(args.older_than, '--older-than')
+    from zcasync.cli.jobs import Session
+    if args.older_than is None and not args.dispatchers:
+        raise CommandError('give --older-than DURATION (completed jobs), '
+                           '--dispatchers (stopped dispatchers), or both',
+                           EXIT_USAGE)
+    older = parseDuration(args.older_than, '--older-than') \
+        if args.older_than is not None else None
     if args.batch < 1:
         raise CommandError('--batch must be >= 1', EXIT_USAGE)
-    removed = unique = 0
+    data = {}
     with Session(args) as session:
-        before = utils.now() - older
         session.tm.begin()
-        queues = session.queues() or {}
         if args.queue is not None:
             session.queue(args.queue)  # an unknown queue: a clear error
-        names = [n for n in queues
-                 if args.queue is None or n == args.queue]
-        collections = [
-            (name, uuid, agent_name)
-            for name in names
-            for uuid, agents in queues[name].dispatchers.items()
-            for agent_name in agents]
         session.tm.abort()
-        for name, uuid, agent_name in collections:
-            resume = {}
-            while resume is not None:
-                # one short transaction per batch: workers completing jobs
-                # meanwhile conflict with a batch at most, which is retried
-                for attempt in session.tm.attempts(10):
-                    with attempt:
-                        agents = session.queues()[name].dispatchers[uuid]
-                        count, following = agents[agent_name].completed.prune(
-                            before, args.failed_too, args.batch, resume)
-                removed += count
-                resume = following
-        for name in names:
-            count = args.batch
-            while count == args.batch:
-                for attempt in session.tm.attempts(10):
-                    with attempt:
-                        count = session.queues()[name].pruneUnique(
-                            args.batch)
-                unique += count
+        if older is not None:
+            data.update(_pruneJobs(session, args, older))
+        if args.dispatchers:
+            data['dispatchers'] = _pruneDispatchers(session, args)
     if args.json:
-        printJson({'removed': removed, 'unique_keys_freed': unique,
-                   'before': isoTime(before)})
-    else:
+        printJson(data)
+        return EXIT_OK
+    if older is not None:
         print('removed %d completed job(s) older than %s%s; freed %d stale '
-              'unique key(s)' % (removed, isoTime(before),
+              'unique key(s)' % (data['removed'], data['before'],
                                  '' if args.failed_too else
-                                 ' (failed ones kept: --failed-too)', unique))
+                                 ' (failed ones kept: --failed-too)',
+                                 data['unique_keys_freed']))
+    if args.dispatchers:
+        found = data['dispatchers']
+        print('unregistered %d stopped dispatcher registration(s)%s' % (
+            len(found['pruned']), '; kept %d whose agents hold jobs'
+            % len(found['kept']) if found['kept'] else ''))
     return EXIT_OK
+
+
+def _pruneJobs(session, args, older):
+    from zcasync import utils
+    removed = unique = 0
+    before = utils.now() - older
+    session.tm.begin()
+    queues = session.queues() or {}
+    names = [n for n in queues if args.queue is None or n == args.queue]
+    collections = [
+        (name, uuid, agent_name)
+        for name in names
+        for uuid, agents in queues[name].dispatchers.items()
+        for agent_name in agents]
+    session.tm.abort()
+    for name, uuid, agent_name in collections:
+        resume = {}
+        while resume is not None:
+            # one short transaction per batch: workers completing jobs
+            # meanwhile conflict with a batch at most, which is retried
+            for attempt in session.tm.attempts(10):
+                with attempt:
+                    agents = session.queues()[name].dispatchers[uuid]
+                    count, following = agents[agent_name].completed.prune(
+                        before, args.failed_too, args.batch, resume)
+            removed += count
+            resume = following
+    for name in names:
+        count = args.batch
+        while count == args.batch:
+            for attempt in session.tm.attempts(10):
+                with attempt:
+                    count = session.queues()[name].pruneUnique(args.batch)
+            unique += count
+    return {'removed': removed, 'unique_keys_freed': unique,
+            'before': isoTime(before)}
+
+
+def _pruneDispatchers(session, args):
+    """The dashboard's prune action (``zcasync.web.actions.prune``):
+    ``{"action": "prune", "pruned": [...], "kept": [...]}``."""
+    from zcasync.cli.jobs import apiCall
+    from zcasync.web import actions
+    body = {} if args.queue is None else {'queue': args.queue}
+    for attempt in session.tm.attempts(10):
+        with attempt:
+            answer = apiCall(actions.prune, session.conn, None, body)
+    return answer

@@ -4,10 +4,13 @@ Sub-commands: ``worker`` (run a dispatcher in the foreground), ``server``
 (a ZEO server on a FileStorage), ``dashboard`` (the web pages, API and
 metrics, in ``zcasync.web``), ``put`` (queue a job), ``status``,
 ``jobs``, ``job``, ``cancel``, ``retry``, ``schedules``, ``queue``,
-``prune`` and ``pg-notify``.  The work is done by ``cli_worker``,
-``cli_jobs``, ``cli_schedules`` and ``cli_db``; this module builds the
-argument parser, reads ``ZCASYNC_*`` environment variables and turns every
-problem into a one-line error and a distinct exit code (``cli_common``).
+``prune`` and ``pg-notify``.  The work is done by the modules of this
+package: ``worker``, ``server``, ``dashboard``, ``put``, ``jobs`` (jobs,
+job, cancel, retry), ``status``, ``schedules`` (schedules, queue, prune)
+and ``db`` (database URIs, pg-notify); ``common`` holds the exit codes,
+errors and output helpers.  This module builds the argument parser, reads
+``ZCASYNC_*`` environment variables and turns every problem into a
+one-line error and a distinct exit code.
 
 Every option can also come from the environment: ``--poll-interval`` from
 ``ZCASYNC_POLL_INTERVAL``, ``--db`` from ``ZCASYNC_DB`` and so on (options
@@ -20,8 +23,8 @@ import math
 import os
 import sys
 
-from zcasync import cli_common
-from zcasync.cli_common import CommandError, EXIT_USAGE, EXIT_INTERNAL
+from zcasync.cli import common as cli_common
+from zcasync.cli.common import CommandError, EXIT_USAGE, EXIT_INTERNAL
 
 DESCRIPTION = """\
 zcasync: a durable, transactional job queue on ZODB.
@@ -36,6 +39,7 @@ examples:
   zcasync worker --db zeo://127.0.0.1:8100 --uuid-file w1.uuid \\
       --import myapp.tasks --size 4
   zcasync put --db zeo://127.0.0.1:8100 myapp.tasks:send_report 42 '"weekly"'
+  zcasync put --db zeo://127.0.0.1:8100 --wait myapp.tasks:f 1 title=draft
   zcasync put --db zeo://127.0.0.1:8100 --in 3600 --wait 4000 myapp.tasks:f
   zcasync put --db zeo://127.0.0.1:8100 --priority 5 --unique report-42 \\
       --kw title='"weekly"' myapp.tasks:send_report 42
@@ -54,6 +58,7 @@ database URIs (--db, through zodburi):
   file:///path/Data.fs     one process only (use "zcasync server" to share)
   zeo://HOST:PORT          a ZEO server; ?wait_timeout=S for outages
   postgres://USER@HOST:PORT/DBNAME?keep_history=false   RelStorage
+                           (postgresql:// works too)
   memory://                an in-memory database (tests)
   database options take the connection_ prefix: ?connection_pool_size=10
 
@@ -86,7 +91,7 @@ class Options:
         kw['help'] = '%s [env %s]' % (kw.get('help', ''), name)
         raw = self.environ.get(name)
         if raw is not None:
-            kw['default'] = self._convert(name, raw, kw)
+            kw['default'] = self._convert(name, raw, dict(kw, _flag=long_flag))
             kw.pop('required', None)
         return self.parser.add_argument(*flags, **kw)
 
@@ -97,22 +102,37 @@ class Options:
                 return True
             if raw.strip().lower() in _FALSE:
                 return False
-            raise CommandError('%s=%r: expected 1/0, true/false or yes/no'
-                               % (name, raw), EXIT_USAGE)
+            raise CommandError('%s=%r (for %s): expected 1/0, true/false or '
+                               'yes/no' % (name, raw, self._flag(kw)),
+                               EXIT_USAGE)
         convert = kw.get('type') or str
         values = raw.split(',') if action == 'append' else [raw]
         try:
             converted = [convert(v.strip() if convert is not str else v)
                          for v in values]
         except (ValueError, TypeError, argparse.ArgumentTypeError) as e:
-            raise CommandError('%s=%r: %s' % (name, raw, e),
-                               EXIT_USAGE) from None
+            raise CommandError('%s=%r (for %s): %s' % (
+                name, raw, self._flag(kw), e), EXIT_USAGE) from None
         choices = kw.get('choices')
         for value in converted:
             if choices is not None and value not in choices:
-                raise CommandError('%s=%r: choose from %s' % (
-                    name, raw, ', '.join(map(str, choices))), EXIT_USAGE)
+                raise CommandError('%s=%r (for %s): choose from %s' % (
+                    name, raw, self._flag(kw), ', '.join(
+                        map(str, choices))), EXIT_USAGE)
         return converted if action == 'append' else converted[0]
+
+    def _flag(self, kw):
+        return kw.get('_flag', 'an option')
+
+
+def version():
+    """``zcasync 0.1.0 (Python 3.11.7)``."""
+    from importlib.metadata import PackageNotFoundError, version as found
+    try:
+        number = found('zcasync')
+    except PackageNotFoundError:  # run from a source tree
+        number = 'unknown (not installed)'
+    return 'zcasync %s (Python %s)' % (number, sys.version.split()[0])
 
 
 def _level(text):
@@ -145,11 +165,13 @@ def _integer(text):
 
 
 def _common(options, db_help='database URI (see "zcasync --help")',
-            log_default=None):
+            log_default=None, connect_timeout=0.0):
     options.add('--db', required=True, metavar='URI', help=db_help)
-    options.add('--connect-timeout', type=_seconds, default=10.0,
+    options.add('--connect-timeout', type=_seconds, default=connect_timeout,
                 metavar='S', help='how long to wait for a ZEO or PostgreSQL '
-                'server to accept connections (default %(default)s)')
+                'server that does not accept connections yet (default '
+                '%(default)g: ' + ('wait for a server that is starting)'
+                                   if connect_timeout else 'fail at once)'))
     options.add('--log-level', type=_level, default=log_default,
                 metavar='LEVEL', help='DEBUG, INFO, WARNING, ERROR or '
                 'CRITICAL (default %s)' % (
@@ -165,6 +187,8 @@ def _sub(subparsers, name, help, description=None):
 def buildParser(environ):
     parser = Parser(prog='zcasync', description=DESCRIPTION, epilog=EXAMPLES,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--version', action='version', version=version(),
+                        help='print the versions of zcasync and Python')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
 
     p = _sub(sub, 'worker', 'run a worker (a dispatcher) in the foreground',
@@ -173,13 +197,13 @@ def buildParser(environ):
              'agent. SIGTERM: no new claims, running jobs get --grace '
              'seconds, then unfinished work is left to recovery; exit 0.')
     o = Options(p, environ)
-    _common(o, log_default=logging.INFO)
+    _common(o, log_default=logging.INFO, connect_timeout=10.0)
     o.add('--queue', action='append', metavar='NAME',
           help="a queue to serve (repeatable; default: the primary queue '')")
     o.add('--agent', default='main', metavar='NAME',
           help="this worker's agent name in each queue (default "
           "%(default)s)")
-    o.add('--size', type=int, default=3, metavar='N',
+    o.add('--size', type=_integer, default=3, metavar='N',
           help='jobs run at once per queue (default %(default)s)')
     o.add('--poll-interval', type=_seconds, default=5.0, metavar='S',
           help='seconds between polls (default %(default)s)')
@@ -208,7 +232,7 @@ def buildParser(environ):
              'actions (retry, cancel, resize, prune) need it in an '
              '"Authorization: Bearer TOKEN" header.')
     o = Options(p, environ)
-    _common(o, log_default=logging.INFO)
+    _common(o, log_default=logging.INFO, connect_timeout=10.0)
     o.add('--address', default='127.0.0.1:8080', metavar='HOST:PORT',
           help='where to listen (default %(default)s; port 0 picks one and '
           'prints it)')
@@ -235,11 +259,14 @@ def buildParser(environ):
     p.set_defaults(run='server')
 
     p = _sub(sub, 'put', 'queue a job and print its id',
-             'Queue module:function(ARG...) in its own transaction and '
-             'print its id (OID@DATABASE). Each ARG is parsed as JSON when '
-             'it parses (42, 1.5, true, null, "text", [1, 2], {"a": 1}), '
-             'else passed as a string; put "--" before arguments that '
-             'start with "--".')
+             'Queue module:function(ARG..., NAME=VALUE...) in its own '
+             'transaction and print its id (OID@DATABASE). NAME=VALUE is a '
+             'keyword argument. A value that looks like JSON (a number, '
+             '"text", [1, 2], {"a": 1}, true, false, null) must be valid '
+             'JSON with finite numbers; any other word is passed as a '
+             'string (quote strings that look like JSON or contain "=" as '
+             '\'"text"\'). Put "--" before arguments that start with "--". '
+             'A warning says when no live worker serves the queue.')
     o = Options(p, environ)
     _common(o)
     o.add('--queue', default='', metavar='NAME',
@@ -272,9 +299,10 @@ def buildParser(environ):
           '--kw retries=3 --kw title=\'"weekly"\'')
     o.add('--wait', nargs='?', type=_seconds, const=math.inf,
           metavar='TIMEOUT', help='wait for the job and print its result '
-          '(its traceback and exit 1 if it failed); TIMEOUT in seconds, '
-          'none: no limit')
-    o.add('--json', action='store_true', help='print JSON')
+          'as JSON (its traceback and exit 1 if it failed), showing its '
+          'progress on a terminal; TIMEOUT in seconds, none: no limit')
+    o.add('--json', action='store_true', help='print one JSON document: '
+          'the job (with --wait: once it completed)')
     p.add_argument('callable', metavar='module:function')
     p.add_argument('args', nargs='*', metavar='ARG')
     p.set_defaults(run='put')
@@ -329,11 +357,16 @@ def buildParser(environ):
              'Remove completed jobs older than --older-than from every '
              "agent's completed collection (failed ones too with "
              '--failed-too), one short transaction per batch so that '
-             'workers are not held up; also frees stale unique keys.')
+             'workers are not held up; also frees stale unique keys. '
+             'With --dispatchers, unregister stopped dispatchers whose '
+             'agents hold no job.')
     o = Options(p, environ)
     _common(o)
-    o.add('--older-than', required=True, metavar='DURATION',
+    o.add('--older-than', metavar='DURATION',
           help='e.g. 3d, 12h, 90m')
+    o.add('--dispatchers', action='store_true',
+          help='unregister stopped dispatchers (their agents and '
+          'completed-job lists go with them)')
     o.add('--failed-too', action='store_true',
           help='remove failed jobs too (default: keep them)')
     o.add('--queue', metavar='NAME', help='only this queue')
@@ -343,11 +376,15 @@ def buildParser(environ):
     p.set_defaults(run='prune')
 
     p = _sub(sub, 'status', 'show queues, dispatchers and agents',
-             'Database-wide view: each queue with its pending jobs, its '
-             'dispatchers (alive, dead or stopped; last ping) and their '
-             'agents.')
+             'Database-wide view: each queue with its pending and running '
+             'jobs and the capacity of its live agents, then each '
+             'dispatcher (alive, dead or stopped; last ping) with its '
+             'agents. Warns about each queue whose jobs would not start '
+             '(paused, or no live worker with an agent in it).')
     o = Options(p, environ)
     _common(o)
+    o.add('--all', action='store_true', help='also list stopped '
+          'dispatchers (counted otherwise)')
     o.add('--json', action='store_true', help='print JSON')
     p.set_defaults(run='status')
 
@@ -364,8 +401,11 @@ def buildParser(environ):
         'succeeded or failed (default: all)')
     o.add('--queue', metavar='NAME', help='only this queue')
     o.add('--agent', metavar='NAME', help='only jobs of agents so named')
-    o.add('--limit', type=int, default=100, metavar='N',
+    o.add('--limit', type=_integer, default=100, metavar='N',
           help='at most N jobs (default %(default)s; 0: all)')
+    o.add('--internal', action='store_true',
+          help="also list recovery's own jobs (handleInterrupt, "
+          'resumeCallbacks), hidden by default')
     o.add('--json', action='store_true', help='print JSON')
     p.set_defaults(run='jobs')
 
@@ -398,57 +438,65 @@ def buildParser(environ):
     _common(o)
     p.add_argument('action', choices=('install', 'remove', 'status'),
                    metavar='ACTION', help='install, remove or status')
+    o.add('--json', action='store_true', help='print JSON')
     p.set_defaults(run='pg-notify')
     return parser
 
 
 def _preprocess(argv):
-    """``--wait`` followed by something that is not a number waits without
-    limit (so ``put --wait pkg:f`` keeps pkg:f as the callable)."""
+    """``--wait`` followed by an option or ``module:function`` waits
+    without limit (so ``put --wait pkg:f`` keeps pkg:f as the callable);
+    followed by anything else it takes that as its TIMEOUT, and argparse
+    says when that is not a number."""
     result = list(argv)
     for i, arg in enumerate(result):
         if arg == '--':
             break
         if arg == '--wait':
             following = result[i + 1] if i + 1 < len(result) else None
-            try:
-                float(following)
-            except (TypeError, ValueError):
+            if following is None or following.startswith('-') and \
+                    not _isNumber(following) or ':' in following:
                 result[i] = '--wait=inf'
     return result
 
 
+def _isNumber(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def run(args):
     if args.run == 'worker':
-        from zcasync import cli_worker
-        return cli_worker.runWorker(args)
+        from zcasync.cli import worker
+        return worker.runWorker(args)
     if args.run == 'server':
-        from zcasync import cli_worker
-        return cli_worker.runServer(args)
+        from zcasync.cli import server
+        return server.runServer(args)
     if args.run == 'dashboard':
-        from zcasync import cli_worker
-        from zcasync.web import cli as web_cli
-        cli_worker.setupLogging(args.log_level)
-        cli_worker.importModules(args.imports or ())
-        return web_cli.runDashboard(args)
+        from zcasync.cli import dashboard
+        cli_common.setupLogging(args.log_level)
+        cli_common.importModules(args.imports or ())
+        return dashboard.runDashboard(args)
     if args.log_level is None:
         logging.getLogger().addHandler(logging.NullHandler())
     else:
-        from zcasync import cli_worker
-        cli_worker.setupLogging(args.log_level)
+        cli_common.setupLogging(args.log_level)
     import zcasync.configure
     zcasync.configure.base()
     if args.run == 'pg-notify':
-        from zcasync import cli_db
-        return cli_db.runPgNotify(args)
-    from zcasync import cli_jobs, cli_schedules
-    return {'put': cli_jobs.runPut, 'status': cli_jobs.runStatus,
-            'jobs': cli_jobs.runJobs, 'job': cli_jobs.runJob,
-            'cancel': cli_jobs.runCancel,
-            'retry': cli_jobs.runRetry,
-            'schedules': cli_schedules.runSchedules,
-            'queue': cli_schedules.runQueue,
-            'prune': cli_schedules.runPrune}[args.run](args)
+        from zcasync.cli import db
+        return db.runPgNotify(args)
+    from zcasync.cli import jobs, put, schedules, status
+    return {'put': put.runPut, 'status': status.runStatus,
+            'jobs': jobs.runJobs, 'job': jobs.runJob,
+            'cancel': jobs.runCancel,
+            'retry': jobs.runRetry,
+            'schedules': schedules.runSchedules,
+            'queue': schedules.runQueue,
+            'prune': schedules.runPrune}[args.run](args)
 
 
 def main(argv=None, environ=None):

@@ -3,8 +3,8 @@ the environment, and clear errors before anything is served."""
 import pytest
 
 from zcasync import cli
-from zcasync.cli_common import CommandError, EXIT_USAGE, EXIT_UNAVAILABLE
-from zcasync.web import cli as web_cli
+from zcasync.cli.common import CommandError, EXIT_USAGE, EXIT_UNAVAILABLE
+from zcasync.cli import dashboard as web_cli
 
 from test_cli_support import run, fileUri
 

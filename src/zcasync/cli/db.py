@@ -18,6 +18,7 @@ Two things are done differently from plain ``zodburi.resolve_uri``:
   (``--connect-timeout`` bounds the wait for a server that is starting),
   instead of the storage's own long wait followed by a traceback.
 """
+import logging
 import os
 import socket
 import time
@@ -25,31 +26,59 @@ import urllib.parse
 
 import zodburi
 
-from zcasync.cli_common import (
+from zcasync.cli.common import (
     CommandError, firstLine, EXIT_URI, EXIT_UNAVAILABLE)
 
 EXAMPLES = ('file:///var/zcasync/Data.fs, zeo://127.0.0.1:8100, memory://, '
             'postgres://postgres@127.0.0.1:5432/zcasync?keep_history=false')
 
+log = logging.getLogger('zcasync.events')
+
 _DB_DEFAULTS = {'cache_size': 10000, 'pool_size': 7,
                 'database_name': 'unnamed'}
 
 
+#: Other names of schemes (libpq writes ``postgresql://``).
+ALIASES = {'postgresql': 'postgres'}
+
+
 def scheme(uri):
-    return uri.split(':', 1)[0].lower() if ':' in uri else ''
+    """The URI's scheme, lower case, aliases resolved (``postgresql`` is
+    ``postgres``)."""
+    name = uri.split(':', 1)[0].lower() if ':' in uri else ''
+    return ALIASES.get(name, name)
+
+
+def _canonical(uri):
+    """`uri` with an alias scheme replaced by the scheme zodburi knows."""
+    name = uri.split(':', 1)[0].lower() if ':' in uri else ''
+    if name in ALIASES:
+        return ALIASES[name] + uri[len(name):]
+    return uri
+
+
+def _secret(key):
+    return any(word in key.lower() for word in ('password', 'secret'))
 
 
 def redact(uri):
-    """The URI with any password replaced by ``***`` (for logs)."""
+    """The URI with any password -- in the user part or as a query option
+    -- replaced by ``***`` (for logs and error messages)."""
     try:
         parts = urllib.parse.urlsplit(uri)
         if parts.password:
             netloc = parts.netloc.replace(':' + parts.password + '@',
                                           ':***@', 1)
-            return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+            parts = parts._replace(netloc=netloc)
+        if parts.query:
+            query = '&'.join(
+                '%s=***' % item.split('=', 1)[0]
+                if '=' in item and _secret(item.split('=', 1)[0]) else item
+                for item in parts.query.split('&'))
+            parts = parts._replace(query=query)
+        return urllib.parse.urlunsplit(parts)
     except ValueError:
-        pass
-    return uri
+        return uri.split('?', 1)[0] + ('?...' if '?' in uri else '')
 
 
 def _resolvers():
@@ -113,9 +142,52 @@ def _postgresResolver():
             def factory(options):
                 from relstorage.adapters.postgresql import PostgreSQLAdapter
                 return PostgreSQLAdapter(dsn=dsn, options=options)
+            self.dsn = dsn
             return factory, unused
 
     return rz.RelStorageURIResolver(Helper())
+
+
+def _keepsHistory(uri):
+    """What a postgres:// URI asks for: RelStorage keeps history unless
+    told ``keep_history=false`` (or 0, no, off)."""
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(uri).query)
+    value = (query.get('keep_history') or ['true'])[-1].strip().lower()
+    return value not in ('0', 'false', 'no', 'off')
+
+
+def historyMismatch(uri, dsn):
+    """A message when the PostgreSQL database holds the RelStorage schema
+    of the other kind (history-free vs. history-preserving) than `uri`
+    asks for, else None.  RelStorage reports one direction clearly; the
+    other (a history-preserving adapter on a history-free schema) fails
+    with an obscure ``InvalidForeignKey``."""
+    try:
+        import psycopg2
+        with psycopg2.connect(dsn, connect_timeout=5) as conn:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT to_regclass('object_state') IS NOT "
+                               "NULL, to_regclass('current_object') IS NOT "
+                               "NULL")
+                has_state, has_current = cursor.fetchone()
+        conn.close()
+    except Exception:
+        return None
+    if not has_state:
+        return None  # no schema yet
+    free = not has_current
+    wanted = _keepsHistory(uri)
+    if wanted and free:
+        return ('the PostgreSQL database of %s holds a history-free '
+                'RelStorage schema, but the URI asks for history '
+                '(keep_history is true unless given): add '
+                '?keep_history=false to the URI' % redact(uri))
+    if not wanted and not free:
+        return ('the PostgreSQL database of %s holds a history-preserving '
+                'RelStorage schema, but the URI says keep_history=false: '
+                'remove that option (or convert the database with '
+                'zodbconvert)' % redact(uri))
+    return None
 
 
 def resolve(uri):
@@ -129,6 +201,9 @@ def resolve(uri):
         raise CommandError(
             '--db %r is not a database URI; use e.g. %s'
             % (redact(uri), EXAMPLES), EXIT_URI)
+    if name == 'zeo':
+        _netAddress(uri, None)  # a missing port is an error
+    original, uri = uri, _canonical(uri)
     try:
         if name == 'postgres':
             try:
@@ -139,6 +214,7 @@ def resolve(uri):
                     'them with: pip install RelStorage psycopg2-binary'
                     % firstLine(e), EXIT_URI) from None
             factory, raw = resolver(uri)
+            factory.dsn = resolver.adapter_helper.dsn  # for diagnostics
         else:
             resolvers = _resolvers()
             if name not in resolvers:
@@ -152,13 +228,16 @@ def resolve(uri):
         raise
     except Exception as e:
         raise CommandError('malformed database URI %s: %s'
-                           % (redact(uri), firstLine(e)), EXIT_URI) from None
-    return factory, _dbKeywords(dict(raw), uri)
+                           % (redact(original), firstLine(e)),
+                           EXIT_URI) from None
+    return factory, _dbKeywords(dict(raw), original)
 
 
 # --- reachability --------------------------------------------------------
 
 def _netAddress(uri, default_port):
+    """(host, port) of a server URI, None for a unix socket path; a
+    missing port is an error when there is no `default_port`."""
     parts = urllib.parse.urlsplit('http' + uri[uri.index(':'):])
     try:
         port = parts.port
@@ -167,7 +246,13 @@ def _netAddress(uri, default_port):
                            % redact(uri), EXIT_URI) from None
     if not parts.netloc:
         return None  # a unix socket path
-    return parts.hostname or '127.0.0.1', port or default_port
+    host = parts.hostname or '127.0.0.1'
+    if port is None and default_port is None:
+        raise CommandError(
+            'database URI %s has no port: write zeo://%s:PORT with the port '
+            'that "zcasync server --address" listens on (e.g. zeo://%s:8100)'
+            % (redact(uri), host, host), EXIT_URI)
+    return host, port or default_port
 
 
 def _closeQuietly(probe):
@@ -187,7 +272,7 @@ def waitForServer(uri, timeout):
     connections, at most `timeout` seconds; CommandError if it does not."""
     name = scheme(uri)
     if name == 'zeo':
-        address, what = _netAddress(uri, 9991), 'ZEO server'
+        address, what = _netAddress(uri, None), 'ZEO server'
         hint = 'start it (zcasync server --db file:///path/Data.fs ' \
                '--address HOST:PORT) or fix --db'
     elif name == 'postgres':
@@ -198,6 +283,7 @@ def waitForServer(uri, timeout):
     if address is None:
         return
     deadline = time.monotonic() + max(timeout, 0)
+    waiting = False
     while True:
         try:
             with socket.create_connection(
@@ -205,20 +291,33 @@ def waitForServer(uri, timeout):
                         2.0, deadline - time.monotonic()))) as probe:
                 if name == 'zeo':
                     _closeQuietly(probe)
+                if waiting:
+                    log.info('the %s at %s:%s accepts connections', what,
+                             address[0], address[1])
                 return
         except OSError as e:
             error = e
         if time.monotonic() >= deadline:
             break
+        if not waiting:
+            waiting = True
+            log.warning('the %s at %s:%s does not accept connections (%s); '
+                        'waiting up to %g s for it (--connect-timeout)',
+                        what, address[0], address[1], _reason(error),
+                        timeout)
         time.sleep(0.2)
     raise CommandError(
-        'cannot reach the %s at %s:%s (%s, waited %g s); %s'
-        % (what, address[0], address[1],
-           getattr(error, 'strerror', None) or firstLine(error), timeout,
-           hint), EXIT_UNAVAILABLE)
+        'cannot reach the %s at %s:%s (%s%s); %s'
+        % (what, address[0], address[1], _reason(error),
+           ', waited %g s' % timeout if timeout > 0 else '', hint),
+        EXIT_UNAVAILABLE)
 
 
-def _filePath(uri):
+def _reason(error):
+    return getattr(error, 'strerror', None) or firstLine(error)
+
+
+def filePath(uri):
     path = uri.split('file://', 1)[1].split('?', 1)[0]
     return os.path.normpath(path)
 
@@ -234,7 +333,7 @@ def openDatabase(uri, connect_timeout=10.0, create=True):
     factory, dbkw = resolve(uri)
     name = scheme(uri)
     if name == 'file':
-        path = _filePath(uri)
+        path = filePath(uri)
         if not create and not os.path.exists(path):
             raise CommandError(
                 'no database file at %s; check --db (workers and "zcasync '
@@ -251,7 +350,9 @@ def openDatabase(uri, connect_timeout=10.0, create=True):
         except CommandError:
             raise
         except Exception as e:
-            raise CommandError(_openError(uri, e),
+            dsn = getattr(factory, 'dsn', None)
+            problem = historyMismatch(uri, dsn) if dsn else None
+            raise CommandError(problem or openError(uri, e),
                                EXIT_UNAVAILABLE) from None
         try:
             return ZODB.DB(storage, **dbkw)
@@ -265,11 +366,11 @@ def openDatabase(uri, connect_timeout=10.0, create=True):
                 # a brand-new database: another process created its root
                 # object at the same moment; open it again
                 continue
-            raise CommandError(_openError(uri, e),
+            raise CommandError(openError(uri, e),
                                EXIT_UNAVAILABLE) from None
 
 
-def _openError(uri, error):
+def openError(uri, error):
     kind = type(error).__name__
     text = firstLine(error)
     if kind == 'LockError':
@@ -286,7 +387,7 @@ def _openError(uri, error):
 def runPgNotify(args):
     """``zcasync pg-notify install|remove|status``."""
     from zcasync import pgnotify
-    from zcasync.cli_common import EXIT_OK
+    from zcasync.cli.common import EXIT_OK
     if scheme(args.db) not in ('postgres', 'postgresql'):
         raise CommandError(
             'pg-notify is for RelStorage on PostgreSQL: give --db '
@@ -297,17 +398,17 @@ def runPgNotify(args):
         dsn = pgnotify.dsnOf(db)
         try:
             if args.action == 'install':
-                done = pgnotify.installTrigger(dsn)
-                print('notify trigger %s' % (
-                    'installed' if done else 'was already installed'))
+                changed = pgnotify.installTrigger(dsn)
+                text = 'installed' if changed else 'was already installed'
             elif args.action == 'remove':
-                done = pgnotify.removeTrigger(dsn)
-                print('notify trigger %s' % (
-                    'removed' if done else 'was not installed'))
+                changed = pgnotify.removeTrigger(dsn)
+                text = 'removed' if changed else 'was not installed'
             else:
-                print('notify trigger %s' % (
-                    'installed' if pgnotify.triggerInstalled(dsn)
-                    else 'not installed: workers poll every poll interval'))
+                changed = False
+            installed = pgnotify.triggerInstalled(dsn)
+            if args.action == 'status':
+                text = 'installed' if installed else \
+                    'not installed: workers poll every poll interval'
         except Exception as e:
             raise CommandError(
                 'cannot %s the notify trigger (%s); the database user needs '
@@ -315,4 +416,10 @@ def runPgNotify(args):
                 % (args.action, firstLine(e)), EXIT_UNAVAILABLE) from None
     finally:
         db.close()
+    if getattr(args, 'json', False):
+        from zcasync.cli.common import printJson
+        printJson({'action': args.action, 'installed': bool(installed),
+                   'changed': bool(changed)})
+    else:
+        print('notify trigger %s' % text)
     return EXIT_OK

@@ -1,10 +1,12 @@
-"""``zcasync worker`` and ``zcasync server``: the long-running commands.
+"""``zcasync worker``: a dispatcher in the foreground.
 
 A worker runs one ``zcasync.dispatcher.Dispatcher`` with Twisted's reactor
 in the foreground:
 
 1. it reads its UUID (``--uuid-file``, else ``ZC_ASYNC_UUID``, else
-   ``./uuid.txt``; a missing file is created);
+   ``./uuid.txt``); a file that holds no UUID is refused at once, a
+   missing one is created (with its directory) only once the database
+   opened, so that a worker that fails to start leaves nothing behind;
 2. if that UUID is activated in one of its queues and not yet dead, it
    watches the record: a crashed predecessor (the same worker restarted)
    stops pinging and is found dead after its death interval, and the
@@ -25,70 +27,90 @@ running jobs get ``--grace`` seconds to finish (the worker waits until its
 agents hold no job), then the reactor stops, and the dispatcher's
 before-shutdown trigger deactivates it, which queues recovery for whatever
 is unfinished (the retry policies decide).  A second signal stops at once.
-
-The server serves a FileStorage over ZEO until SIGTERM or SIGINT.
 """
 import datetime
 import logging
 import os
 import signal
 import sys
-import threading
 import time
 
 import transaction
 
-from zcasync.cli_common import (
-    CommandError, firstLine, EXIT_OK, EXIT_USAGE, EXIT_IMPORT,
-    EXIT_UNAVAILABLE, EXIT_UUID_CLASH, EXIT_ADDRESS, EXIT_URI)
-from zcasync import cli_db
+from zcasync.cli.common import (
+    CommandError, firstLine, setupLogging, importModules, EXIT_OK,
+    EXIT_USAGE, EXIT_UUID_CLASH)
+from zcasync.cli import db as cli_db
 
 log = logging.getLogger('zcasync.events')
 
 
-def setupLogging(level):
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(
-        '%(asctime)s %(levelname)-8s %(name)s [%(process)d]: %(message)s',
-        '%Y-%m-%d %H:%M:%S'))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level)
-
-
-def importModules(names):
-    import importlib
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except Exception as e:
-            raise CommandError(
-                'cannot import module %r given to --import (%s: %s); check '
-                'the name and PYTHONPATH' % (name, type(e).__name__,
-                                             firstLine(e)),
-                EXIT_IMPORT) from None
-
-
 # --- the worker's UUID ---------------------------------------------------
 
-def readWorkerUUID(uuid_file):
-    """The worker's UUID and its file; the instance UUID of this process
-    becomes the worker's, so that jobs it queues name it as assigner."""
+def uuidFile(uuid_file, environ=None):
+    """(absolute path, how it was given) of the worker's UUID file:
+    ``--uuid-file``, else ``ZC_ASYNC_UUID``, else ``./uuid.txt``."""
     from zcasync import instanceuuid
+    environ = os.environ if environ is None else environ
     if uuid_file:
-        uuid_file = os.path.abspath(uuid_file)
-        os.environ[instanceuuid.ENV] = uuid_file
-        instanceuuid._reset()
+        return os.path.abspath(uuid_file), '--uuid-file'
+    if environ.get(instanceuuid.ENV):
+        return os.path.abspath(environ[instanceuuid.ENV]), \
+            'the %s environment variable' % instanceuuid.ENV
+    return os.path.abspath('uuid.txt'), 'the default ./uuid.txt'
+
+
+def _otherFile(source):
+    if source == '--uuid-file':
+        return 'give --uuid-file another path'
+    if source.startswith('the default'):
+        return 'give --uuid-file PATH'
+    return 'point %s at another path, or give --uuid-file PATH' % source
+
+
+def checkUUIDFile(path, source):
+    """Refuse an existing UUID file that holds no UUID, before anything
+    is done; a missing file is created later, once the worker starts."""
+    import uuid as uuidmodule
+    if not os.path.exists(path):
+        return
     try:
-        return instanceuuid.getUUID(), uuid_file or instanceuuid.path()
-    except ValueError as e:
-        raise CommandError(str(e), EXIT_USAGE) from None
+        with open(path) as f:
+            first = f.readline().strip()
     except OSError as e:
         raise CommandError(
-            'cannot read or create the UUID file %s (%s); fix --uuid-file '
-            'or ZC_ASYNC_UUID' % (e.filename or uuid_file, e.strerror),
+            'cannot read the UUID file %s given by %s (%s); fix its '
+            'permissions or %s' % (path, source, e.strerror,
+                                   _otherFile(source)), EXIT_USAGE) from None
+    except UnicodeDecodeError:
+        first = '(binary data)'
+    try:
+        uuidmodule.UUID(first)
+    except ValueError:
+        raise CommandError(
+            'the UUID file %s given by %s does not start with a UUID (found '
+            '%r); remove it to get a fresh UUID, or %s'
+            % (path, source, first[:60], _otherFile(source)),
+            EXIT_USAGE) from None
+
+
+def readWorkerUUID(path, source):
+    """The worker's UUID, from its file (created now when missing, with
+    any missing directories); the instance UUID of this process becomes
+    the worker's, so that jobs it queues name it as assigner."""
+    from zcasync import instanceuuid
+    os.environ[instanceuuid.ENV] = path
+    instanceuuid._reset()
+    try:
+        return instanceuuid.getUUID()
+    except ValueError:  # changed since it was checked
+        checkUUIDFile(path, source)
+        raise
+    except OSError as e:
+        raise CommandError(
+            'cannot create the UUID file %s given by %s (%s); fix the '
+            'directory\'s permissions or %s' % (
+                e.filename or path, source, e.strerror, _otherFile(source)),
             EXIT_USAGE) from None
 
 
@@ -232,12 +254,14 @@ class Worker:
                                            args.ping_death_interval, problem),
                                EXIT_USAGE)
         setupLogging(args.log_level)
-        uuid, uuid_path = readWorkerUUID(args.uuid_file)
+        uuid_path, source = uuidFile(args.uuid_file)
+        checkUUIDFile(uuid_path, source)
         importModules(args.imports or ())
         import zcasync.configure
         zcasync.configure.base()
         self.db = cli_db.openDatabase(args.db, args.connect_timeout)
-        self.uuid = uuid
+        # the file (and its directory) only now that the worker can start
+        uuid = self.uuid = readWorkerUUID(uuid_path, source)
         self.conn = self.db.open(
             transaction_manager=transaction.TransactionManager())
         waitForPredecessor(self.conn, uuid, self.names)
@@ -260,7 +284,7 @@ class Worker:
                                poll_interval=self.args.poll_interval,
                                uuid=self.uuid), reactor)
         if getattr(self.args, 'http', None):
-            from zcasync.web.cli import serveInWorker
+            from zcasync.cli.dashboard import serveInWorker
             serveInWorker(self.db, reactor, self.args.http)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._signalled)
@@ -367,116 +391,3 @@ class Worker:
 
 def runWorker(args):
     return Worker(args).run()
-
-
-# --- server --------------------------------------------------------------
-
-def parseAddress(text):
-    host, sep, port = str(text).rpartition(':')
-    host = host.strip('[]')
-    try:
-        number = int(port)
-    except ValueError:
-        number = -1
-    if not sep or not host or not 0 <= number <= 65535:
-        raise CommandError(
-            '--address %r is not HOST:PORT (e.g. 127.0.0.1:8100; port 0 '
-            'picks a free port)' % (text,), EXIT_USAGE)
-    return host, number
-
-
-def stopServer(server, timeout=2.0):
-    """Stop listening, close the client connections, then close the
-    server and its storage.
-
-    ``StorageServer.close`` alone stops the event loop first and closes
-    the storage while clients are still connected: their requests in that
-    window fail with ``ServerException: ValueError('closed')``, which is
-    not an error clients retry.  Here clients see a plain disconnection,
-    which they ride out by reconnecting.
-    """
-    acceptor = server.acceptor
-    listening = threading.Event()
-
-    def stopListening():
-        acceptor.server.close()
-        listening.set()
-    acceptor.event_loop.call_soon_threadsafe(stopListening)
-    listening.wait(timeout)
-    connections = server.zeo_storages_by_storage_id.values()
-    for zeo_storages in connections:
-        for zeo_storage in list(zeo_storages):
-            zeo_storage.call_soon_threadsafe(zeo_storage.connection.close)
-    deadline = time.monotonic() + timeout
-    while any(connections) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    server.close()
-
-
-#: How many object ids a starting server skips (see ``skipOids``).
-OID_GAP = 1 << 20
-
-
-def skipOids(storage):
-    """Start allocating object ids well above the highest one in use.
-
-    ZEO clients fetch new oids 100 at a time and keep the unused ones
-    across reconnections, but a restarted FileStorage allocates again from
-    its highest *committed* oid: without a gap, a client still holding
-    prefetched ids and a client fetching fresh ones store different
-    objects under one oid ("A different object already has the same oid",
-    or worse).  Skipping 2**20 ids per start costs nothing (oids are 64
-    bits) and is safe for up to ten thousand connected clients.
-    """
-    from ZODB.utils import p64, u64
-    storage.set_max_oid(p64(u64(storage.new_oid()) + OID_GAP))
-
-
-def runServer(args):
-    from ZODB.FileStorage import FileStorage
-    if cli_db.scheme(args.db) != 'file':
-        raise CommandError(
-            'zcasync server serves a FileStorage: give --db '
-            'file:///path/Data.fs (not %s); workers then use --db '
-            'zeo://HOST:PORT' % cli_db.redact(args.db), EXIT_URI)
-    address = parseAddress(args.address)
-    setupLogging(args.log_level)
-    path = cli_db._filePath(args.db)
-    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-        raise CommandError(
-            'the directory of %s does not exist; create it or fix --db'
-            % path, EXIT_UNAVAILABLE)
-    try:
-        storage = FileStorage(path)
-    except Exception as e:
-        raise CommandError(cli_db._openError(args.db, e),
-                           EXIT_UNAVAILABLE) from None
-    skipOids(storage)
-    from ZEO.StorageServer import StorageServer
-    try:
-        server = StorageServer(address, {'1': storage})
-    except OSError as e:
-        storage.close()
-        raise CommandError(
-            'cannot listen on %s:%d (%s); pick another --address'
-            % (address[0], address[1], e.strerror or firstLine(e)),
-            EXIT_ADDRESS) from None
-    stop = threading.Event()
-    received = []
-
-    def signalled(signum, frame):
-        received.append(signal.Signals(signum).name)
-        stop.set()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, signalled)
-    server.start_thread()
-    host, port = server.addr[:2]
-    log.info('serving %s over ZEO on %s:%d', path, host, port)
-    print('zcasync server: serving %s on %s:%d' % (path, host, port),
-          flush=True)
-    while not stop.wait(0.5):
-        pass
-    log.info('%s: stopping the ZEO server', received[0])
-    stopServer(server)
-    log.info('ZEO server stopped; %s closed', path)
-    return EXIT_OK
