@@ -15,8 +15,6 @@ No class here is ever stored: ``ArgsList`` and ``KwargsMapping`` turn
 into a plain ``PersistentList``/``PersistentMapping`` as they attach, and
 ``LazyAnnotations`` hands over to a real ``OOBTree``.
 """
-from typing import Any
-
 import BTrees.OOBTree
 import persistent
 import persistent.list
