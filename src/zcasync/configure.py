@@ -22,10 +22,15 @@ def base():
     if ((zope.interface.Interface,), interfaces.IJob, '') not in registered:
         gsm.registerAdapter(_jobForCallable, (zope.interface.Interface,),
                             interfaces.IJob)
-    for name, factory in list(retry.POLICIES.items()) + [
-            (retry.DEFAULT, retry.RetryCommonFourTimes),
-            (retry.CALLBACK, retry.RetryCommonForever)]:
+    for name, factory in retry.POLICIES.items():
         if zope.component.queryUtility(
                 interfaces.IRetryPolicyFactory, name) is None:
             gsm.registerUtility(factory, interfaces.IRetryPolicyFactory,
                                 name)
+    # the default policies, as zc.async found them: adapters of jobs
+    for name, factory in (('', retry.RetryCommonFourTimes),
+                          (retry.CALLBACK, retry.RetryCommonForever)):
+        if ((interfaces.IJob,), interfaces.IRetryPolicy, name) not in \
+                registered:
+            gsm.registerAdapter(factory, (interfaces.IJob,),
+                                interfaces.IRetryPolicy, name)
