@@ -389,7 +389,7 @@ def runStatus(args):
                      'paused': queue.paused,
                      'schedules': len(queue.existingSchedules() or ())}
             for uuid, agents in queue.dispatchers.items():
-                last = agents.last_ping
+                last = agents.last_ping.value
                 entry['dispatchers'].append({
                     'uuid': str(uuid),
                     'activated': isoTime(agents.activated),

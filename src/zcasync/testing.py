@@ -242,6 +242,21 @@ def wait_for_death(dispatcher_agents, timeout=30):
          % dispatcher_agents.UUID)
 
 
+def activeRegistration(queue, uuid):
+    """The registration of dispatcher `uuid` in `queue`, registered if
+    needed and activated (or pinged, when it looks dead) so that its agents
+    claim jobs: for tests that drive agents by hand."""
+    agents = queue.dispatchers.get(uuid)
+    if agents is None:
+        queue.dispatchers.register(uuid)
+        agents = queue.dispatchers[uuid]
+    if not agents.activated:
+        agents.activate()
+    elif agents.dead:
+        agents._setPing(utils.now())
+    return agents
+
+
 # --- immediate mode ------------------------------------------------------
 
 IMMEDIATE_UUID = uuid.UUID(int=0)
@@ -252,11 +267,23 @@ def _immediateAgent(queue):
     from zcasync.agent import Agent
     agents = queue.dispatchers.get(IMMEDIATE_UUID)
     if agents is None:
-        agents = queue.dispatchers.register(IMMEDIATE_UUID)
+        queue.dispatchers.register(IMMEDIATE_UUID)
+        agents = queue.dispatchers[IMMEDIATE_UUID]
     agent = agents.get(IMMEDIATE_AGENT)
     if agent is None:
         agent = agents[IMMEDIATE_AGENT] = Agent(size=1)
     return agent
+
+
+def _immediateClaim(agent):
+    """What ``agent.claimJob()`` does, for a registration that is never
+    activated (no dispatcher runs here: dashboards show it stopped)."""
+    if len(agent) >= agent.size:
+        return None
+    job = agent.queue.claim(agent.filter)
+    if job is not None:
+        agent._add(job)
+    return job
 
 
 def runQueuedJobs(conn, queue_names=None, limit=10000):
@@ -285,8 +312,7 @@ def runQueuedJobs(conn, queue_names=None, limit=10000):
             for name, queue in queues.items():
                 if queue_names is not None and name not in queue_names:
                     continue
-                agent = _immediateAgent(queue)
-                job = agent.claimJob()
+                job = _immediateClaim(_immediateAgent(queue))
                 if job is not None:
                     break
             if job is None:

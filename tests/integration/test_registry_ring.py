@@ -12,6 +12,7 @@ import pytest
 import transaction
 import zope.component.eventtesting
 
+from zcasync import testing
 from zcasync import interfaces
 from zcasync.agent import Agent
 from zcasync.interfaces import ACTIVE, COMPLETED, PENDING
@@ -83,9 +84,8 @@ def ring(db, clock):
     conn.close()
     processes = [Process(db, uid) for uid in UUIDS]
     for process in processes:
-        agents = process.queue.dispatchers.register(process.uid)
+        agents = testing.activeRegistration(process.queue, process.uid)
         agents['main'] = Agent(size=2)
-        agents.activate()
         process.tm.commit()
     yield processes
     for process in processes:
@@ -188,4 +188,4 @@ def test_pings_of_the_three_commit_concurrently(ring, clock):
         process.tm.commit()
     ring[0].tm.begin()
     for uid in UUIDS:
-        assert ring[0].queue.dispatchers[uid].last_ping == clock()
+        assert ring[0].queue.dispatchers[uid].last_ping.value == clock()

@@ -14,6 +14,7 @@ import pytest
 import twisted.internet.defer
 import twisted.python.failure
 
+from zcasync import testing
 import zcasync
 import zcasync.instanceuuid
 from zcasync import interfaces, utils
@@ -311,7 +312,7 @@ def test_status_reads_pending_in_a_queue_and_assigned_in_an_agent(
     queue.put(job)
     conn.transaction_manager.commit()
     assert job.status == PENDING and job.queue is queue
-    agents = queue.dispatchers.register(zcasync.instanceuuid.UUID)
+    agents = testing.activeRegistration(queue, zcasync.instanceuuid.UUID)
     agent = agents['main'] = Agent()
     assert agent.claimJob() is job
     conn.transaction_manager.commit()
@@ -444,7 +445,7 @@ def test_job_returning_a_job_waits_for_it_without_running_it(conn):
 
 def test_job_returning_jobs_nested_twice_waits_for_the_innermost(
         conn, db, queue):
-    agents = queue.dispatchers.register(zcasync.instanceuuid.UUID)
+    agents = testing.activeRegistration(queue, zcasync.instanceuuid.UUID)
     agent = agents['main'] = Agent(size=3)
     tm = conn.transaction_manager
     outer = queue.put(Job(returnJob, returnJob, multiply, 5))
@@ -478,7 +479,8 @@ def test_job_returning_jobs_nested_twice_waits_for_the_innermost(
 
 
 def test_a_waiting_job_ignores_interruptions(conn, queue):
-    agent = queue.dispatchers.register(zcasync.instanceuuid.UUID)['main'] = (
+    agents = testing.activeRegistration(queue, zcasync.instanceuuid.UUID)
+    agent = agents['main'] = (
         Agent())
     outer = queue.put(Job(returnJob, multiply, 2, 2))
     conn.transaction_manager.commit()

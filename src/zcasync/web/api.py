@@ -389,7 +389,7 @@ def agentInfo(agent, now, jobs=True):
 
 
 def dispatcherInfo(queue_name, agents, now, jobs=True):
-    last = agents.last_ping
+    last = agents.last_ping.value
     return {
         'queue': queue_name,
         'uuid': str(agents.UUID),
