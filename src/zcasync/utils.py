@@ -67,6 +67,25 @@ def fromMicros(micros):
     return EPOCH + datetime.timedelta(microseconds=micros)
 
 
+def dt_to_long(dt):
+    """zc.async's integer key for a datetime (naive ones are taken as UTC):
+    newer times give smaller numbers, 16 units per microsecond (the low 4
+    bits are free for a sequence)."""
+    if dt.tzinfo is not None and dt.utcoffset() is not None:
+        dt = dt.astimezone(UTC).replace(tzinfo=None)
+    delta = datetime.datetime.max - dt
+    return (delta.days << 41) | (delta.seconds << 24) | \
+        (delta.microseconds << 4)
+
+
+def long_to_dt(value):
+    """The aware UTC datetime of a ``dt_to_long`` key (its low 4 bits are
+    ignored)."""
+    delta = datetime.timedelta(value >> 41, (value >> 24) & (2 ** 17 - 1),
+                               (value >> 4) & (2 ** 20 - 1))
+    return (datetime.datetime.max - delta).replace(tzinfo=UTC)
+
+
 # --- identities -----------------------------------------------------------
 
 def databaseName(ob):

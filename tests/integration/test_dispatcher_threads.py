@@ -196,7 +196,7 @@ def test_thread_that_dies_is_replaced(db, conn, queue, capture, exception):
 
 
 def test_job_history_is_bounded(conn, queue, running, monkeypatch):
-    monkeypatch.setattr(zcasync.history, "JOB_HISTORY", 2)
+    running.dispatcher.jobs.size = 2
     jobs = [run(conn, queue, running, Job(double, n))[0] for n in range(3)]
     with pytest.raises(ValueError, match='no record of job'):
         jobInfo(running.dispatcher, jobs[0])
