@@ -26,12 +26,18 @@ def _system_clock():
     return datetime.datetime.now(UTC)
 
 
+systemClock = _system_clock
 _clock = _system_clock
 
 
 def now():
     """The current time, aware UTC."""
     return _clock()
+
+
+def getClock():
+    """The clock in use (``systemClock`` unless ``setClock`` set one)."""
+    return _clock
 
 
 def setClock(clock=None):
