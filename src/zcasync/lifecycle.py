@@ -222,7 +222,7 @@ class JobLifeCycle:
                 if action == _RETRY:
                     continue
                 if action == _RESCHEDULE:
-                    self._reschedule(when, tm, token)
+                    self._reschedule(when, tm, token, policy, data_cache)
                     return self._result
             try:
                 if data_cache:
@@ -253,7 +253,7 @@ class JobLifeCycle:
                 if action == _RETRY:
                     continue
                 if action == _RESCHEDULE:
-                    self._reschedule(when, tm, token)
+                    self._reschedule(when, tm, token, policy, data_cache)
                     return self._result
                 waiting = False
                 self._storeCommitFailure(tm, token, failure)
@@ -490,8 +490,9 @@ class JobLifeCycle:
         elif status == CALLBACKS:
             callback.resumeCallbacks()
 
-    def _reschedule(self, when, tm, token):
-        """Put the job back in its queue to start at `when`."""
+    def _reschedule(self, when, tm, token, policy=None, data_cache=None):
+        """Put the job back in its queue to start at `when` (storing the
+        policy's counts with it)."""
         queue = self.queue
         if queue is None:
             self._complete(utils.makeFailure(interfaces.AbortedError(
@@ -500,6 +501,8 @@ class JobLifeCycle:
             return
 
         def apply():
+            if data_cache:
+                policy.updateData(data_cache)
             parent = self.parent
             if interfaces.IAgent.providedBy(parent):
                 parent.remove(self)  # its public method: a custom agent works

@@ -128,7 +128,10 @@ class Reactor:
         while the reactor drives it)."""
         clock = self._clock
         if clock is not None and utils.getClock() is clock:
-            return (clock.now - self._epoch).total_seconds()
+            derived = (clock.now - self._epoch).total_seconds()
+            # the clock keeps microseconds: within one, it is this time
+            if abs(derived - self._time) >= 1e-6:
+                self._time = derived  # moved by set_now
         return self._time
 
     @time.setter

@@ -59,10 +59,18 @@ class Process:
         return self.agents['main']
 
     def ping(self):
+        """Ping; returns the registration it checked (ping() itself
+        returns None, as in zc.async)."""
         self.tm.begin()  # see the others' commits
-        following = self.queue.dispatchers.ping(self.uid)
+        checked = []
+        registry = self.queue.dispatchers
+
+        def isDead(following):
+            checked.append(following)
+            return following.dead
+        assert registry.ping(self.uid, isDead) is None
         self.tm.commit()
-        return following
+        return checked[0] if checked else None
 
     def close(self):
         self.tm.abort()

@@ -351,7 +351,13 @@ def jobDetail(job, now=None):
     parent = job.parent
     info['parent'] = jobSummary(parent, now) \
         if interfaces.IJob.providedBy(parent) else None
-    callbacks = list(job.callbacks)
+    callbacks = []
+    for callback in job.callbacks:
+        if interfaces.ICallbackProxy.providedBy(callback):
+            # addCallbacks(success, failure): both jobs of the proxy
+            callbacks.extend((callback.success, callback.failure))
+        else:
+            callbacks.append(callback)
     info['callbacks'] = [jobSummary(c, now) for c in callbacks]
     info['children'] = [jobSummary(c, now) for c in
                         _jobsIn(list(job.args) + list(kwargs.values()))]
