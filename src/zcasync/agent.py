@@ -189,7 +189,7 @@ _BOTH = ('give an agent a chooser or a filter, not both: a chooser picks '
 
 @zope.interface.implementer(interfaces.IAgent)
 class Agent(persistent.Persistent):
-    """``Agent(chooser=None, filter=None, size=3)``.
+    """``Agent(chooser=None, size=3, filter=None)`` (zc.async's order).
 
     - ``filter(job)``: True for the jobs this agent may take (None: any);
       the agent provides ``IFilterAgent`` while it has no chooser;
@@ -203,7 +203,7 @@ class Agent(persistent.Persistent):
     _chooser = None
     _filter = None
 
-    def __init__(self, chooser=None, filter=None, size=3):
+    def __init__(self, chooser=None, size=3, filter=None):
         if chooser is not None and filter is not None:
             raise ValueError(_BOTH)
         self.chooser = chooser

@@ -78,6 +78,9 @@ def start(db, poll_interval=5, db_name=None, agent_chooser=None,
     `agent_size`) in each queue when it activates; then announce that
     `db` was opened, which sets it all going.  The dispatcher is then
     ``zcasync.dispatcher.get()``."""
+    # zope.component's handlers hear zope.event's events once this is
+    # imported (zope.component alone does not hook them in)
+    import zope.component.event  # noqa: F401
     from zcasync import subscribers
     base()
     if db_name is None:
