@@ -2,8 +2,6 @@
 ``start()``: the one call that sets up a process the way zc.async's
 ``configure.start`` did (queues, a dispatcher in its own thread, agents).
 """
-import os
-
 import persistent.interfaces
 import ZODB.interfaces
 import zope.component
@@ -36,9 +34,10 @@ def base():
     of persistent objects and connections, and the instance UUID as the
     IUUID utility.  Safe to call more than once.
 
-    The IUUID utility is registered at once when the UUID file exists (or
-    was read); otherwise when something first needs the UUID (creating a
-    dispatcher): a process that only queues jobs needs no UUID file."""
+    The IUUID utility is registered at once if this process already read
+    its UUID, otherwise when something first needs it (making a
+    dispatcher): a process that only queues jobs reads and needs no UUID
+    file (and its jobs name no assigner)."""
     gsm = zope.component.getGlobalSiteManager()
     registered = {(r.required, r.provided, r.name)
                   for r in gsm.registeredAdapters()}
@@ -62,9 +61,6 @@ def base():
         if ((required,), interfaces.IQueue, '') not in registered:
             gsm.registerAdapter(queue.getDefaultQueue, (required,),
                                 interfaces.IQueue)
-    if instanceuuid.currentUUID() is None and \
-            os.path.exists(instanceuuid.path()):
-        instanceuuid.getUUID()
     instanceuuid.whenKnown(_provideUUID)
 
 

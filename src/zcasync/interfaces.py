@@ -57,8 +57,8 @@ class UnknownQuotaError(ValueError):
         super().__init__('unknown quota name', name)
 
     def __str__(self):
-        return ('unknown quota name %r: the queue of the job has no such quota; '
-                'create it first with queue.quotas.create(%r, size)'
+        return ('unknown quota name %r: the queue of the job has no such '
+                'quota; create it first with queue.quotas.create(%r, size)'
                 % (self.args[1], self.args[1]))
 
 

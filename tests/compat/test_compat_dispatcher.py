@@ -5,7 +5,6 @@ import datetime
 import uuid
 
 import pytest
-import transaction
 
 import zcasync.agent
 import zcasync.configure

@@ -14,8 +14,7 @@ import zcasync.interfaces
 import zcasync.job
 import zcasync.queue
 import zcasync.testing
-from zcasync.interfaces import (
-    ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, NEW, PENDING)
+from zcasync.interfaces import ASSIGNED, CALLBACKS, NEW, PENDING
 
 T0 = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
 

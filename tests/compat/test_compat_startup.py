@@ -208,7 +208,7 @@ def test_an_activated_dispatcher_is_not_replaced(db):
     assert zcasync.dispatcher.get(first.UUID) is again
 
 
-# --- the threaded dispatcher and configure.start ------------------------------
+# --- the threaded dispatcher and configure.start --------------------------
 
 def test_threaded_dispatcher_installer(tmp_path, tear_down):
     db = fileDB(tmp_path)

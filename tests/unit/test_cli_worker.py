@@ -97,7 +97,8 @@ def test_a_live_process_with_the_same_uuid_is_a_clash(db, conn):
     def ping():  # the other process keeps pinging
         while not stop.wait(0.05):
             other.transaction_manager.begin()
-            other.root()[KEY][''].dispatchers[UUID].last_ping.value = utils.now()
+            record = other.root()[KEY][''].dispatchers[UUID]
+            record.last_ping.value = utils.now()
             other.transaction_manager.commit()
     pinger = threading.Thread(target=ping)
     pinger.start()
