@@ -66,7 +66,9 @@ def fill(directory, completed, pending, batch=1000, progress=None):
         queue.quotas.create('reports', 2)
         agents = []
         for i in range(3):
-            registration = queue.dispatchers.register(uuid.uuid4())
+            uid = uuid.uuid4()
+            queue.dispatchers.register(uid)
+            registration = queue.dispatchers[uid]
             registration['main'] = Agent(size=4)
             registration.activate()
             agents.append(registration['main'])

@@ -98,7 +98,8 @@ class Database:
     def addAgent(self, uuid, size):
         """Register dispatcher `uuid` with one agent of `size` (0 holds
         the jobs back until ``setSize``)."""
-        agents = self.queue.dispatchers.register(uuid)
+        self.queue.dispatchers.register(uuid)
+        agents = self.queue.dispatchers[uuid]
         agents[AGENT] = Agent(size=size)
         self.tm.commit()
         return agents[AGENT]

@@ -27,6 +27,7 @@ import ZODB.FileStorage  # noqa: E402
 import zope.component.testing  # noqa: E402
 
 import zcasync.configure  # noqa: E402
+import zcasync.dispatcher  # noqa: E402
 from zcasync import testing  # noqa: E402
 from zcasync import utils  # noqa: E402
 
@@ -40,6 +41,7 @@ def components():
     yield
     transaction.abort()
     utils.setClock(None)
+    zcasync.dispatcher.clear()  # the process's registry of dispatchers
     zope.component.testing.tearDown()
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import BTrees.Length
 import BTrees.OOBTree
 import persistent
+import zope.component
 import zope.interface
 
 from zcasync import interfaces
@@ -56,6 +57,7 @@ def _token(job):
     return job._p_oid or b'~%x' % id(job)
 
 
+@zope.interface.implementer(interfaces.ICompletedCollection)
 class CompletedJobs(persistent.Persistent):
     """Recently completed jobs, newest first.
 
@@ -181,11 +183,30 @@ class CompletedJobs(persistent.Persistent):
         return shard[key]
 
 
+def chooseFirst(agent):
+    """A chooser that claims the first job of the agent's queue."""
+    return agent.queue.claim()
+
+
+@zope.component.adapter(interfaces.IDispatcherActivated)
+def addMainAgentActivationHandler(event):
+    """Subscriber: give an activated dispatcher an agent 'main' (with the
+    defaults) in each queue where it has none."""
+    registration = event.object
+    if 'main' not in registration:
+        registration['main'] = Agent()
+
+
+_BOTH = ('give an agent a chooser or a filter, not both: a chooser picks '
+         'jobs itself and would ignore the filter')
+
+
 @zope.interface.implementer(interfaces.IAgent)
 class Agent(persistent.Persistent):
-    """``Agent(chooser=None, filter=None, size=3)``.
+    """``Agent(chooser=None, size=3, filter=None)`` (zc.async's order).
 
     - ``filter(job)``: True for the jobs this agent may take (None: any);
+      the agent provides ``IFilterAgent`` while it has no chooser;
     - ``chooser(agent)``: claims and returns a job itself (e.g. with
       ``agent.queue.claim(...)``), or None;
     - ``size``: how many jobs it runs at once.
@@ -194,19 +215,54 @@ class Agent(persistent.Persistent):
     name: str | None = None
     #: the dispatcher's registration (``DispatcherAgents``) in a queue
     parent: Any = None
+    _chooser = None
+    _filter = None
 
     def __init__(self, chooser: Callable[[Agent], Job | None] | None = None,
-                 filter: Callable[[Job], bool] | None = None,
-                 size: int = 3) -> None:
+                 size: int = 3,
+                 filter: Callable[[Job], bool] | None = None) -> None:
         if chooser is not None and filter is not None:
-            raise ValueError(
-                'give an agent a chooser or a filter, not both: a chooser '
-                'picks jobs itself and would ignore the filter')
+            raise ValueError(_BOTH)
         self.chooser = chooser
         self.filter = filter
         self.size = size
         self._jobs = JobTree()
         self.completed = CompletedJobs()
+
+    def __setstate__(self, state):
+        state = dict(state)
+        # stored before chooser and filter were properties
+        for name in ('chooser', 'filter'):
+            if name in state:
+                state['_' + name] = state.pop(name)
+        super().__setstate__(state)
+        if self._chooser is None and \
+                not interfaces.IFilterAgent.providedBy(self):
+            zope.interface.alsoProvides(self, interfaces.IFilterAgent)
+
+    @property
+    def chooser(self):
+        return self._chooser
+
+    @chooser.setter
+    def chooser(self, value):
+        if value is not None and self._filter is not None:
+            raise ValueError(_BOTH)
+        self._chooser = value
+        if value is None:
+            zope.interface.alsoProvides(self, interfaces.IFilterAgent)
+        elif interfaces.IFilterAgent.providedBy(self):
+            zope.interface.noLongerProvides(self, interfaces.IFilterAgent)
+
+    @property
+    def filter(self):
+        return self._filter
+
+    @filter.setter
+    def filter(self, value):
+        if value is not None and self._chooser is not None:
+            raise ValueError(_BOTH)
+        self._filter = value
 
     @property
     def size(self) -> int:
@@ -269,7 +325,13 @@ class Agent(persistent.Persistent):
         return job
 
     def claimJob(self) -> Job | None:
-        """A newly claimed job, or None when full or nothing fits."""
+        """A newly claimed job, or None when full, when nothing fits, or
+        when the agent's dispatcher registration is deactivated or dead
+        (its process must not take work it may not be alive to do)."""
+        registration = self.parent
+        if registration is not None and (not registration.activated or
+                                         registration.dead):
+            return None
         if len(self._jobs) >= self._size:
             return None
         if self.chooser is not None:

@@ -34,6 +34,12 @@ def route(success, failure, result):
     return success(result) if success is not None else result
 
 
+def passThrough(result):
+    """The job of a missing side of ``addCallbacks``: pass the outcome
+    on."""
+    return result
+
+
 def serial(*jobs, postprocess=None):
     """A job that runs `jobs` one after another, then `postprocess` with the
     completed jobs appended to its arguments; its result is the

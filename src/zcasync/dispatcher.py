@@ -46,8 +46,8 @@ from zcasync import invalidations
 from zcasync import liveness
 from zcasync import utils
 from zcasync.history import (  # noqa: F401 (part of this module's API)
-    JobHistory, Poll, PollHistory, pollKey, POLL_HISTORY, JOB_HISTORY,
-    RESULT_LIMIT)
+    JobHistory, Poll, PollInfo, PollHistory, pollKey, POLL_HISTORY,
+    JOB_HISTORY, RESULT_LIMIT)
 from zcasync.polling import QueuePolls
 from zcasync.runner import Runner
 
@@ -56,12 +56,55 @@ STARTING = 'STARTING'
 RUNNING = 'RUNNING'
 STUCK = 'STUCK'
 
+# --- the dispatchers of this process, by UUID (as zc.async) ---------------
+
+_dispatchers: dict = {}
+_registry_lock = threading.Lock()
+
+
+def _register(dispatcher):
+    with _registry_lock:
+        current = _dispatchers.get(dispatcher.UUID)
+        if current is not None and current is not dispatcher and \
+                current.activated:
+            raise ValueError(
+                'dispatcher %s is already registered in this process and '
+                'activated; deactivate it (or zcasync.dispatcher.pop(uuid)) '
+                'before making another with this UUID, or give the new one '
+                'another uuid' % (dispatcher.UUID,))
+        _dispatchers[dispatcher.UUID] = dispatcher
+
+
+def get(uuid=None, default=None):
+    """The dispatcher made in this process for `uuid` (default: this
+    process's instance UUID), or `default`."""
+    if uuid is None:
+        uuid = instanceuuid.UUID
+    return _dispatchers.get(uuid, default)
+
+
+def pop(uuid=None):
+    """Forget (and return) the dispatcher of `uuid` (default: the instance
+    UUID); KeyError if there is none."""
+    if uuid is None:
+        uuid = instanceuuid.UUID
+    with _registry_lock:
+        return _dispatchers.pop(uuid)
+
+
+def clear():
+    """Forget every dispatcher of this process."""
+    with _registry_lock:
+        _dispatchers.clear()
+
 
 _Result = TypeVar('_Result')
 
 
 class Dispatcher(QueuePolls):
-    """``Dispatcher(db, reactor, poll_interval=5, uuid=None)``."""
+    """``Dispatcher(db, reactor=None, poll_interval=5, uuid=None,
+    jobs_size=200, polls_size=400)``: without a reactor, Twisted's global
+    reactor.  A new dispatcher registers itself by UUID (see ``get``)."""
 
     #: Seconds ``deactivate()`` waits for worker threads to finish.
     join_timeout = 5.0
@@ -70,17 +113,21 @@ class Dispatcher(QueuePolls):
     #: each job then costs one commit.  0 claims only for idle threads.
     prefetch_factor = 8
 
-    def __init__(self, db: ZODB.DB, reactor: Any,
+    def __init__(self, db: ZODB.DB, reactor: Any = None,
                  poll_interval: float = 5,
                  uuid: uuidmodule.UUID | None = None,
+                 jobs_size: int = JOB_HISTORY,
+                 polls_size: int = POLL_HISTORY,
                  prefetch: int | None = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
         self.db = db
         self.reactor = reactor
         self.poll_interval = poll_interval
         #: jobs claimed ahead per agent (None: prefetch_factor x its size)
         self.prefetch = prefetch
         self.UUID = uuid if uuid is not None else instanceuuid.UUID
-        self.polls = PollHistory()
+        self.polls = PollHistory(polls_size)
         self.activated = None
         self.claiming = True
         self.conn = None
@@ -89,7 +136,9 @@ class Dispatcher(QueuePolls):
         self._pool_lock = threading.Lock()
         self._activated_in: set[str] = set()
         self._pinged: set[str] = set()
-        self.history = JobHistory(self.polls)
+        self.history = JobHistory(self.polls, jobs_size)
+        #: (oid, database name) -> the record of a run (bounded, ``size``)
+        self.jobs = self.history.jobs
         self._next_call = None
         self._polling = False
         self._last_poll = None
@@ -112,12 +161,24 @@ class Dispatcher(QueuePolls):
         self._failures = 0  # polls failed in a row
         self._settle_asked = False
         self.deaths = liveness.DeathWatch(poll_interval)
+        _register(self)
+
+    @property
+    def queues(self):
+        """queue name -> agent name -> the agent's worker-thread pool (a
+        snapshot)."""
+        result = {}
+        for (queue_name, agent_name), pool in list(
+                self.runner.pools.items()):
+            result.setdefault(queue_name, {})[agent_name] = pool
+        return result
 
     # -- life cycle ------------------------------------------------------
 
     def activate(self) -> None:
         if self.activated:
             raise ValueError('dispatcher %s is already activated' % self.UUID)
+        _register(self)  # it may have been popped or replaced meanwhile
         utils.log.info('attempting to activate dispatcher %s', self.UUID)
         self.activated = utils.now()
         self.claiming = True

@@ -15,10 +15,16 @@ import threading
 
 from zcasync import utils
 
-#: How many polls and job records the in-memory history keeps.
+#: How many polls and job records the in-memory history keeps (the
+#: defaults of the dispatcher's ``polls_size`` and ``jobs_size``).
 POLL_HISTORY = 400
-JOB_HISTORY = 1000
+JOB_HISTORY = 200
 RESULT_LIMIT = 10000
+#: The keys of ``getJobInfo`` (the seed's); ``dispatcher.jobs`` records
+#: also hold 'agent', 'queue' and 'reassigned'.
+JOB_INFO_KEYS = ('call', 'completed', 'failed', 'poll id', 'quota names',
+                 'result', 'started', 'thread')
+
 
 _MAX_MICROS = utils.toMicros(
     datetime.datetime(9999, 12, 31, tzinfo=utils.UTC))
@@ -31,23 +37,29 @@ def pollKey(micros, sequence=0):
     return ((_MAX_MICROS - micros) << 4) | (15 - sequence)
 
 
-class Poll(dict):
+class PollInfo(dict):
     """One poll: {queue name: None or {agent name: {...}}}."""
 
     key = None
     utc_timestamp = None
 
 
+Poll = PollInfo
+
+
 class PollHistory:
-    """The latest polls, newest first."""
+    """The latest polls, newest first; ``size`` (settable) bounds it."""
 
     def __init__(self, size=None):
-        self._polls = collections.deque(maxlen=size or POLL_HISTORY)
+        self.size = size or POLL_HISTORY
+        self._polls = collections.deque()
         self._lock = threading.Lock()
 
     def add(self, poll):
         with self._lock:
             self._polls.appendleft(poll)
+            while len(self._polls) > max(self.size, 1):
+                self._polls.pop()
 
     def first(self):
         with self._lock:
@@ -86,29 +98,76 @@ class PollHistory:
         return polls[0] if polls else None
 
 
-class JobHistory:
-    """Records of the latest job runs: (oid, database name) -> record."""
+class RollingMapping:
+    """A bounded mapping, oldest first: adding beyond ``size`` (settable)
+    drops the oldest entries.  Thread-safe."""
 
-    def __init__(self, polls):
+    def __init__(self, size):
+        self.size = size
+        self._data = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def __setitem__(self, key, value):
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > max(self.size, 1):
+                self._data.popitem(last=False)
+
+    def __getitem__(self, key):
+        with self._lock:
+            return self._data[key]
+
+    def get(self, key, default=None):
+        with self._lock:
+            return self._data.get(key, default)
+
+    def pop(self, key, *default):
+        with self._lock:
+            return self._data.pop(key, *default)
+
+    def __contains__(self, key):
+        with self._lock:
+            return key in self._data
+
+    def __len__(self):
+        return len(self._data)
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def keys(self):
+        with self._lock:
+            return list(self._data)
+
+    def values(self):
+        with self._lock:
+            return list(self._data.values())
+
+    def items(self):
+        with self._lock:
+            return list(self._data.items())
+
+
+class JobHistory:
+    """Records of the latest job runs: ``jobs``, (oid, database name) ->
+    record (``getJobInfo``'s keys, plus 'agent', 'queue', 'reassigned')."""
+
+    def __init__(self, polls, size=None):
         self.polls = polls
-        self._jobs = collections.OrderedDict()
-        self._jobs_lock = threading.Lock()
+        self.jobs = RollingMapping(size or JOB_HISTORY)
 
     def start(self, job_id, record, queue_name, agent_name):
-        with self._jobs_lock:
-            self._jobs[job_id] = {'record': record, 'queue': queue_name,
-                                  'agent': agent_name}
-            self._jobs.move_to_end(job_id)
-            while len(self._jobs) > JOB_HISTORY:
-                self._jobs.popitem(last=False)
+        record.update({'queue': queue_name, 'agent': agent_name,
+                       'reassigned': False})
+        self.jobs[job_id] = record
 
     def getJobInfo(self, oid, database_name):
-        with self._jobs_lock:
-            internal = self._jobs.get((oid, database_name))
-        if internal is None:
+        record = self.jobs.get((oid, database_name))
+        if record is None:
             raise ValueError('no record of job %r in database %r in this '
                              'dispatcher\'s history' % (oid, database_name))
-        return dict(internal['record'])
+        return {key: record[key] for key in JOB_INFO_KEYS}
 
     def _time(self, value, default):
         if value is None:
@@ -130,17 +189,14 @@ class JobHistory:
         polls = list(self.polls)
         first = polls[-1].utc_timestamp if polls else now
         start = self._time(since, first)
-        with self._jobs_lock:  # ids and records from one snapshot
-            records = [(job_id, dict(r['record'], **{'~queue': r['queue'],
-                                                     '~agent': r['agent']}))
-                       for job_id, r in self._jobs.items()]
+        records = [(job_id, dict(r)) for job_id, r in self.jobs.items()]
         stats = {'started': 0, 'successful': 0, 'failed': 0, 'unknown': 0}
         durations = {'successful': [], 'failed': [], 'active': []}
         active_ids = set(active_ids)
         for job_id, r in records:
-            if queue is not None and r['~queue'] != queue:
+            if queue is not None and r['queue'] != queue:
                 continue
-            if agent is not None and r['~agent'] != agent:
+            if agent is not None and r['agent'] != agent:
                 continue
             if r['started'] > end:
                 continue

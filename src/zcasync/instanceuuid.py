@@ -33,6 +33,7 @@ new one gets a fresh UUID.
 
 _lock = threading.Lock()
 _uuid = None
+_listeners: list = []
 
 
 def path():
@@ -80,10 +81,25 @@ def getUUID():
     """This process's instance UUID, read (or created) on first use."""
     global _uuid
     with _lock:
-        if _uuid is None:
+        first = _uuid is None
+        if first:
             _uuid = readUUID()
             globals()['UUID'] = _uuid
-        return _uuid
+        value = _uuid
+    if first:
+        for listener in list(_listeners):
+            listener(value)
+    return value
+
+
+def whenKnown(listener):
+    """Call ``listener(uuid)`` once the instance UUID is known: now if it
+    is, else when something first reads it (each listener once)."""
+    value = _uuid
+    if value is not None:
+        listener(value)
+    elif listener not in _listeners:
+        _listeners.append(listener)
 
 
 def currentUUID():

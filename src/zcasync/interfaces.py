@@ -48,6 +48,20 @@ class ReassignedError(Exception):
     """The job was taken over by another dispatcher while it ran."""
 
 
+class UnknownQuotaError(ValueError):
+    """A pending job was given a quota name its queue does not have.
+    ``args`` are ``('unknown quota name', name)``, as zc.async's
+    ValueError."""
+
+    def __init__(self, name):
+        super().__init__('unknown quota name', name)
+
+    def __str__(self):
+        return ('unknown quota name %r: the queue of the job has no such '
+                'quota; create it first with queue.quotas.create(%r, size)'
+                % (self.args[1], self.args[1]))
+
+
 # --- reactor --------------------------------------------------------------
 
 class IReactor(zope.interface.Interface):
@@ -161,6 +175,28 @@ class IJob(zope.interface.Interface):
         """The retry policy for this job."""
 
 
+class ICallbackProxy(zope.interface.Interface):
+    """A callback of a job that chooses the job to run from the job's
+    result (``job.addCallbacks(success, failure)`` returns one)."""
+
+    parent = zope.interface.Attribute('The job it is a callback of.')
+    success = zope.interface.Attribute('The job run with a result.')
+    failure = zope.interface.Attribute('The job run with a Failure.')
+    job = zope.interface.Attribute(
+        'The job chosen by the result, or None before there is one.')
+    status = zope.interface.Attribute("The chosen job's status (or NEW).")
+    result = zope.interface.Attribute("The chosen job's result (or None).")
+    callbacks = zope.interface.Attribute('Callbacks chained on the proxy.')
+
+    def addCallback(callback, failure_log_level=None,
+                    retry_policy_factory=None):
+        """Chain a callback: it gets the chosen job's result."""
+
+    def addCallbacks(success=None, failure=None, failure_log_level=None,
+                     retry_policy_factory=None):
+        """Chain another proxy."""
+
+
 class IQueue(zope.interface.Interface):
     """Where an application puts jobs, and agents claim them."""
 
@@ -233,13 +269,51 @@ class IAgent(zope.interface.Interface):
         """Move a completed job to the completed collection."""
 
 
+class IFilterAgent(IAgent):
+    """An agent that claims with its ``filter`` (it has no chooser)."""
+
+    filter = zope.interface.Attribute(
+        'Called with a job: True for the jobs this agent may take; None '
+        'takes any job.')
+
+
+class ICompletedCollection(zope.interface.Interface):
+    """The recently completed jobs of an agent (``agent.completed``),
+    newest first."""
+
+    def __iter__():
+        """The jobs, newest first."""
+
+    def __len__():
+        """How many jobs it holds."""
+
+    def iter(start=None, stop=None):
+        """The jobs completed between `start` and `stop`, newest first."""
+
+    def first():
+        """The newest job, or None."""
+
+    def last():
+        """The oldest job, or None."""
+
+    def add(job):
+        """Add a completed job."""
+
+
+class IUUID(zope.interface.Interface):
+    """The instance UUID of this process (a ``uuid.UUID``), registered as
+    a utility by ``zcasync.configure.base()``."""
+
+
 class IDispatcherAgents(zope.interface.common.mapping.IMapping):
     """The persistent representative of one dispatcher in one queue:
     a mapping of agent name -> agent, with the life-cycle data."""
 
     UUID = zope.interface.Attribute('The dispatcher UUID.')
     activated = zope.interface.Attribute('Activation datetime, or None.')
-    last_ping = zope.interface.Attribute('The last ping datetime.')
+    last_ping = zope.interface.Attribute(
+        'The last ping: a max register (zope.minmax.Maximum) whose '
+        '``value`` is the datetime of the last ping, or None before it.')
     ping_interval = zope.interface.Attribute('timedelta between pings.')
     ping_death_interval = zope.interface.Attribute(
         'timedelta without ping after which the dispatcher is dead.')
@@ -279,10 +353,41 @@ class IDispatcherReactivated(zope.interface.interfaces.IObjectEvent):
     re-activated itself."""
 
 
+class IDatabaseOpenedEvent(zope.interface.Interface):
+    """A database was opened (the start-up subscribers of
+    ``zcasync.subscribers`` listen to it)."""
+
+    database = zope.interface.Attribute('The ZODB DB.')
+
+
+@zope.interface.implementer(IDatabaseOpenedEvent)
+class DatabaseOpened:
+
+    def __init__(self, database):
+        self.database = database
+
+
+class IObjectAdded(zope.interface.interfaces.IObjectEvent):
+    """An object (queues, a queue, an agent) was added by the start-up
+    subscribers."""
+
+    parent = zope.interface.Attribute('Where it was added.')
+    name = zope.interface.Attribute('The name it was added under.')
+
+
 class _ObjectEvent:
 
     def __init__(self, object):
         self.object = object
+
+
+@zope.interface.implementer(IObjectAdded)
+class ObjectAdded(_ObjectEvent):
+
+    def __init__(self, object, parent, name):
+        super().__init__(object)
+        self.parent = parent
+        self.name = name
 
 
 @zope.interface.implementer(IDispatcherRegistered)

@@ -261,7 +261,11 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
 
     @quota_names.setter
     def quota_names(self, value: Sequence[str]) -> None:
-        self._checkNew('quota_names')
+        status = self.status
+        if status not in (NEW, interfaces.PENDING, interfaces.PARKED):
+            raise interfaces.BadStatusError(
+                'can only set quota_names of a job that is NEW or PENDING; '
+                '%r is %s' % (self, status))
         if isinstance(value, str):
             raise TypeError(
                 'quota_names must be a tuple of names, not the string %r; '
@@ -271,6 +275,11 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
             if not isinstance(name, str):
                 raise TypeError('quota names must be strings, not %r'
                                 % (name,))
+        queue = self.queue if status != NEW else None
+        if queue is not None:
+            for name in value:
+                if name not in queue.quotas:
+                    raise interfaces.UnknownQuotaError(name)
         self._quota_names = value
 
     @property
@@ -280,18 +289,28 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
     @retry_policy_factory.setter
     def retry_policy_factory(self, value: RetryPolicyFactory) -> None:
         self._retry_policy_factory = retry.checkFactory(value)
+        self.__dict__.pop('_v_retry_policy', None)
 
     @property
     def isCallback(self) -> bool:
-        return interfaces.IJob.providedBy(self.parent)
+        parent = self.parent
+        return interfaces.IJob.providedBy(parent) or \
+            interfaces.ICallbackProxy.providedBy(parent)
 
     def getRetryPolicy(self) -> Any:
-        factory = self._retry_policy_factory
-        if factory is None:
-            factory = retry.CALLBACK if self.isCallback else retry.DEFAULT
-        if isinstance(factory, str):
-            factory = retry.lookup(factory)
-        return factory(self)
+        """The job's retry policy, made once and then kept (in memory) so
+        that every call returns the same object.  The factory: the job's
+        ``retry_policy_factory`` (a callable, or a name: an
+        IRetryPolicyFactory utility or a named IRetryPolicy adapter);
+        without one, the 'default' (or 'callback') IRetryPolicyFactory
+        utility if registered, else the unnamed (or 'callback')
+        IRetryPolicy adapter, else RetryCommonFourTimes (callbacks:
+        RetryCommonForever)."""
+        policy = getattr(self, '_v_retry_policy', None)
+        if policy is None:
+            policy = self._v_retry_policy = retry.policyFor(
+                self, self._retry_policy_factory, self.isCallback)
+        return policy
 
     def _policyOrDefault(self):
         """The job's retry policy; the default one (with an ERROR log) when
@@ -303,8 +322,7 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
             utils.safeLog(utils.log, logging.ERROR,
                           'cannot make the retry policy of %r; using the '
                           'default one:\n%s', self, utils.formatException())
-            name = retry.CALLBACK if self.isCallback else retry.DEFAULT
-            return retry.lookup(name)(self)
+            return retry.builtinPolicy(self, self.isCallback)
 
     def __repr__(self):
         try:
@@ -316,7 +334,8 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
                     ZODB.utils.u64(oid), utils.databaseName(self))
             call = describeCallable(self._callable_root,
                                      self._callable_name)
-            args = [utils.shortRepr(a, 60) for a in self._args]
+            args = ['<this job>' if a is self else utils.shortRepr(a, 60)
+                    for a in self._args]
             args.extend('%s=%s' % (k, utils.shortRepr(v, 60))
                         for k, v in (self._kwargs or {}).items())
             return '<%s.%s %s ``%s(%s)``>' % (
@@ -326,6 +345,14 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
             return '<%s.%s (unreadable)>' % (
                 type(self).__module__, type(self).__name__)
 
+    @classmethod
+    def bind(cls, callable, /, *args, **kwargs):
+        """A job that passes itself as the first argument of `callable`
+        (``Job.bind(f, 1)()`` calls ``f(job, 1)``)."""
+        job = cls(callable, *args, **kwargs)
+        job.args.insert(0, job)
+        return job
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         status = self.status
         if status not in (NEW, ASSIGNED):
@@ -334,42 +361,28 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
                 % (self, status))
         return self._call(*args, **kwargs)
 
-    def addCallback(self, callback: Job | Callable[..., Any],
-                    failure_log_level: int | None = None,
-                    retry_policy_factory: RetryPolicyFactory = None) -> Job:
-        if not interfaces.IJob.providedBy(callback):
-            callback = Job(callback)
-        callback = cast(Job, callback)
-        if callback._status != NEW or callback.parent is not None:
-            raise ValueError(
-                'a callback must be a new job that belongs nowhere else: '
-                '%r' % (callback,))
-        callback.parent = self
-        if failure_log_level is not None:
-            callback.failure_log_level = failure_log_level
-        if retry_policy_factory is not None:
-            callback.retry_policy_factory = retry_policy_factory
+    def addCallback(self, callback, failure_log_level=None,
+                    retry_policy_factory=None):
+        """Add a callback (a job, a callable, or a callback proxy) that is
+        called with this job's final result; returns it.  On a COMPLETED
+        job it runs at once."""
+        callback = _placeCallback(self, callback, failure_log_level,
+                                  retry_policy_factory)
         if self._callbacks is None:
             self._callbacks = persistent.list.PersistentList()
         self._callbacks.append(callback)
         if self._status == COMPLETED:
-            jar = self._p_jar
-            if jar is not None and callback._p_jar is None:
-                jar.add(callback)
-            callback._call(self._result)
+            _runLate(self, callback, self._result)
         return callback
 
-    def addCallbacks(self, success: Callable[..., Any] | None = None,
-                     failure: Callable[..., Any] | None = None,
-                     failure_log_level: int | None = None,
-                     retry_policy_factory: RetryPolicyFactory = None) -> Job:
-        for value in (success, failure):
-            if value is not None:
-                splitCallable(value)
-        from zcasync.composite import route
-        return self.addCallback(
-            Job(route, success, failure), failure_log_level,
-            retry_policy_factory)
+    def addCallbacks(self, success=None, failure=None,
+                     failure_log_level=None, retry_policy_factory=None):
+        """Add a callback proxy that calls `success` with a result or
+        `failure` with a Failure (a missing one passes the outcome on);
+        returns the proxy, on which further callbacks chain (they get the
+        outcome of whichever ran)."""
+        return self.addCallback(SuccessFailureCallbackProxy(
+            success, failure, failure_log_level, retry_policy_factory))
 
     # -- recovery --------------------------------------------------------
 
@@ -384,13 +397,15 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
         self.parent = None
 
     def _requeue(self, queue, when=None):
-        """Put a reset job back in `queue`: at `when` if that is later,
-        else at the front, to start now -- a start deadline (``begin_by``)
-        counts from this new start, not from the first one."""
+        """Put a reset job back in `queue`: at `when` if that is later
+        (``queue.put(job, begin_after=when)``), else at the front, to start
+        now -- a start deadline (``begin_by``) counts from this new start,
+        not from the first one."""
         now = utils.now()
         if when is not None and when > now:
-            self.begin_after = when
-            queue._insert(self)
+            assigner = self.assignerUUID
+            queue.put(self, begin_after=when)
+            self.assignerUUID = assigner
         else:
             self.begin_after = now
             queue.putBack(self)
@@ -456,6 +471,116 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
         self._runCallbacks(self._tm(), self._run_token)
 
 
+def _placeCallback(parent, callback, failure_log_level,
+                   retry_policy_factory):
+    """`callback` (a job, a callable or a callback proxy) made a callback
+    of `parent` (a job or a callback proxy)."""
+    if interfaces.ICallbackProxy.providedBy(callback):
+        if callback.parent is not None:
+            raise ValueError('a callback proxy belongs to one job only: %r'
+                             % (callback,))
+        callback.parent = parent
+        return callback
+    if not interfaces.IJob.providedBy(callback):
+        callback = Job(callback)
+    if callback._status != NEW or callback.parent is not None:
+        raise ValueError(
+            'a callback must be a new job that belongs nowhere else: '
+            '%r' % (callback,))
+    callback.parent = parent
+    if failure_log_level is not None:
+        callback.failure_log_level = failure_log_level
+    if retry_policy_factory is not None:
+        callback.retry_policy_factory = retry_policy_factory
+    return callback
+
+
+def _runLate(parent, callback, result):
+    """Run a callback added after its parent completed."""
+    if interfaces.ICallbackProxy.providedBy(callback):
+        callback = callback._choose(result)
+    jar = parent._p_jar
+    if jar is not None and callback._p_jar is None:
+        jar.add(callback)
+    callback._call(result)
+
+
+@zope.interface.implementer(interfaces.ICallbackProxy)
+class SuccessFailureCallbackProxy(persistent.Persistent):
+    """What ``job.addCallbacks(success, failure)`` returns: a callback of
+    the job that runs ``success`` with its result, or ``failure`` with its
+    Failure.  Both are jobs (a missing one is made a job that passes the
+    outcome on).  Callbacks added to the proxy run after whichever job
+    ran, with that job's result; callbacks added to ``proxy.success`` or
+    ``proxy.failure`` chain on that job only."""
+
+    parent = None
+    _callbacks = None
+
+    def __init__(self, success=None, failure=None, failure_log_level=None,
+                 retry_policy_factory=None):
+        from zcasync.composite import passThrough
+        jobs = []
+        for value in (success, failure):
+            if value is None:
+                value = Job(passThrough)
+            jobs.append(_placeCallback(self, value, failure_log_level,
+                                       retry_policy_factory))
+        self.success, self.failure = jobs
+
+    def _choose(self, result):
+        return self.failure if utils.isFailure(result) else self.success
+
+    @property
+    def job(self):
+        """The job that runs (or ran): chosen by the result of the job
+        this proxy is a callback of; None until that result is known."""
+        parent = self.parent
+        if parent is None or parent._status not in (CALLBACKS, COMPLETED):
+            return None
+        return self._choose(parent._result)
+
+    @property
+    def status(self):
+        job = self.job
+        return NEW if job is None else job.status
+
+    @property
+    def result(self):
+        job = self.job
+        return None if job is None else job.result
+
+    @property
+    def callbacks(self):
+        return self._callbacks if self._callbacks is not None else ()
+
+    def addCallback(self, callback, failure_log_level=None,
+                    retry_policy_factory=None):
+        """Chain a callback: it gets the result of whichever job ran."""
+        callback = _placeCallback(self, callback, failure_log_level,
+                                  retry_policy_factory)
+        if self._callbacks is None:
+            self._callbacks = persistent.list.PersistentList()
+        self._callbacks.append(callback)
+        job = self.job
+        if job is not None and job._status == COMPLETED:
+            _runLate(self, callback, job._result)
+        return callback
+
+    def addCallbacks(self, success=None, failure=None,
+                     failure_log_level=None, retry_policy_factory=None):
+        return self.addCallback(SuccessFailureCallbackProxy(
+            success, failure, failure_log_level, retry_policy_factory))
+
+    def __repr__(self):
+        return '<%s.%s for %r>' % (type(self).__module__,
+                                   type(self).__name__, self.parent)
+
+
 # serial and parallel live in zcasync.composite; they are part of this
 # module's API (imported last: composite builds on Job)
 from zcasync.composite import serial, parallel  # noqa: E402,F401
+# zc.async's names for the retry policies
+from zcasync.retry import (  # noqa: E402,F401
+    RetryCommonFourTimes, RetryCommonForever, NeverRetry,
+    callback_retry_policy_factory)

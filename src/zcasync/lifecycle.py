@@ -15,9 +15,15 @@ itself).  Then::
   up (the failure becomes the result).
 - If committing the result fails, the policy's ``commitError`` decides;
   retrying re-runs the call, giving up stores the commit failure.
-- If the callable returns another Job, the job stays ACTIVE and takes the
-  inner job's result when it completes; a Twisted Deferred likewise sets
-  the result when it fires.
+- If the callable returns another Job, the job stays ACTIVE with that
+  inner job as its temporary ``result`` (``job()`` returns it) and takes
+  the inner job's result when it completes.  The inner job is neither run
+  nor queued by this one: whoever made it puts it in a queue or calls it
+  (as in zc.async).  A returned Twisted Deferred likewise: ``job()``
+  returns it, and the job takes its result when it fires.
+- The job logs its own outcome: success at INFO on ``zcasync.trace``,
+  failure at its ``failure_log_level`` (ERROR, CRITICAL for callbacks) on
+  ``zcasync.events``.
 
 Every commit goes through one helper (``_commitOwned``) that first checks
 that the run still owns the job (see "ownership" below).
@@ -65,13 +71,16 @@ def _pause(error, attempt):
 
 
 def _decision(value):
-    """Normalise a policy answer to (action, when)."""
+    """Normalise a policy answer to (action, when).  A naive datetime is
+    taken as UTC (zc.async's policies answered with naive UTC times)."""
     import datetime
     if value is True:
         return _RETRY, None
     if isinstance(value, datetime.timedelta):
         return _RESCHEDULE, utils.now() + value
     if isinstance(value, datetime.datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            value = value.replace(tzinfo=utils.UTC)
         return _RESCHEDULE, utils.checkAware(value, 'reschedule time')
     return _GIVE_UP, None
 
@@ -222,11 +231,13 @@ class JobLifeCycle:
                 if action == _RETRY:
                     continue
                 if action == _RESCHEDULE:
-                    self._reschedule(when, tm, token)
+                    self._reschedule(when, tm, token, policy, data_cache)
                     return self._result
             try:
+                if data_cache:
+                    policy.updateData(data_cache)
                 waiting = self._setResult(res, token)
-                if not waiting and not self._callbacks:
+                if not waiting and not self._allCallbacks():
                     # nothing to call back: result and completion in one
                     # commit (a concurrent addCallback conflicts with it);
                     # a dispatcher may start its next job in it too
@@ -235,6 +246,12 @@ class JobLifeCycle:
                 self._commit(tm)
             except Exception:
                 failure = utils.makeFailure()
+                utils.safeLog(
+                    utils.log, logging.WARNING,
+                    '%r could not store its result (%s); its retry policy '
+                    'decides what happens', self,
+                    failure.getErrorMessage() or utils.exceptionClassName(
+                        failure))
                 self._abortRun(tm, token, policy, data_cache)
                 if self._status in (CALLBACKS, COMPLETED):
                     # the commit reported an error, yet it landed (the
@@ -247,14 +264,33 @@ class JobLifeCycle:
                 if action == _RETRY:
                     continue
                 if action == _RESCHEDULE:
-                    self._reschedule(when, tm, token)
+                    self._reschedule(when, tm, token, policy, data_cache)
                     return self._result
                 waiting = False
                 self._storeCommitFailure(tm, token, failure)
             break
-        if not waiting and self._status != COMPLETED:
-            self._runCallbacks(tm, token)
+        if not waiting:
+            self._logOutcome()
+            if self._status != COMPLETED:
+                self._runCallbacks(tm, token)
+        elif isinstance(res, twisted.internet.defer.Deferred) and \
+                self._status == ACTIVE:
+            return res  # as zc.async: the caller gets the Deferred
         return self._result
+
+    def _logOutcome(self):
+        """Log the final result (after it was committed): success at INFO
+        on zcasync.trace, failure at the job's failure_log_level (ERROR;
+        CRITICAL for callbacks) on zcasync.events, with the traceback."""
+        result = self._result
+        if utils.isFailure(result):
+            level = self.failure_log_level or (
+                logging.CRITICAL if self.isCallback else logging.ERROR)
+            utils.safeLog(utils.log, level, '%r failed with traceback:\n%s',
+                          self, result.getTraceback())
+        else:
+            utils.safeLog(utils.tracelog, logging.INFO,
+                          '%r succeeded with result: %r', self, result)
 
     def _abortRun(self, tm, token, policy, data_cache):
         """Abort this run's work before a retry decision; stop with
@@ -297,9 +333,6 @@ class JobLifeCycle:
         """Put the outcome in place; True when the job now waits for an
         inner job or a Deferred."""
         if interfaces.IJob.providedBy(res):
-            if res._status != COMPLETED and res.parent is None and \
-                    self.queue is None:
-                res._call()  # nowhere to queue it: run it here
             if res._status == COMPLETED:
                 res = res._result
             else:
@@ -322,13 +355,10 @@ class JobLifeCycle:
     # -- waiting on an inner job or a Deferred ----------------------------
 
     def _waitFor(self, inner, token):
-        if inner.parent is None:
-            queue = self.queue
-            if queue is not None:
-                queue.put(inner)
-            else:
-                inner.parent = self
+        # the inner job is the temporary result; it is neither queued nor
+        # run here: whoever made it does that (zc.async's semantics)
         self._inner = inner
+        self._result = inner
         from zcasync.job import Job
         inner.addCallback(Job(self._innerCompleted, token=token))
         # the job no longer needs an agent slot: it resumes when the inner
@@ -385,12 +415,15 @@ class JobLifeCycle:
         holding `token`."""
         tm = self._tm()
         self._commitOwned(tm, token, lambda: self._setResult(result, token))
+        if self._status == ACTIVE:
+            return  # it waits again (the result was a job or a Deferred)
+        self._logOutcome()
         self._runCallbacks(tm, token)
 
     def _runCallbacks(self, tm, token):
         attempt = 0
         while True:
-            ran = list(self.callbacks)
+            ran = self._allCallbacks()
             for callback in ran:
                 # each callback commits, which shows this connection what
                 # others committed: a takeover stops the loop
@@ -399,7 +432,7 @@ class JobLifeCycle:
             self._checkOwner(token)
             # re-read the list (which also loads it, so that touching it
             # below really writes it) and run late arrivals
-            if len(self.callbacks) != len(ran):
+            if len(self._allCallbacks()) != len(ran):
                 continue
             self._markCompleted()
             try:
@@ -422,20 +455,47 @@ class JobLifeCycle:
         # a ConflictError, never a loss
         if self._callbacks is not None:
             self._callbacks._p_changed = True
+        proxy = self._proxy()
+        if proxy is not None and proxy._callbacks is not None:
+            proxy._callbacks._p_changed = True
         agent = self.agent
         if agent is not None and self.parent is agent and \
                 not threadlocal.settlesLater():
             # (under a dispatcher, its next poll does this, batched)
             agent.jobCompleted(self)
 
+    def _proxy(self):
+        """The callback proxy (``addCallbacks``) that chose this job, whose
+        own callbacks then follow this job's; else None."""
+        parent = self.parent
+        if interfaces.ICallbackProxy.providedBy(parent) and \
+                parent.job is self:
+            return parent
+        return None
+
+    def _allCallbacks(self):
+        """This job's callbacks, then those added to the callback proxy
+        that chose it (they get this job's result)."""
+        callbacks = list(self.callbacks)
+        proxy = self._proxy()
+        if proxy is not None:
+            callbacks.extend(proxy.callbacks)
+        return callbacks
+
     def _runCallback(self, callback):
+        if interfaces.ICallbackProxy.providedBy(callback):
+            callback = callback._choose(self._result)
         status = callback._status
         if status == ACTIVE and callback._inner is None:
             # it was running when the process died; callbacks belong to
             # the run that owns their parent (this one)
             callback.handleInterrupt()
             status = callback._status
+            utils.tracelog.debug(
+                '%s interrupted callback %r to %r',
+                'retrying' if status == NEW else 'aborting', callback, self)
         if status == NEW:
+            utils.tracelog.debug('starting callback %r to %r', callback, self)
             try:
                 callback._call(self._result)
             except interfaces.BadStatusError:
@@ -443,8 +503,9 @@ class JobLifeCycle:
         elif status == CALLBACKS:
             callback.resumeCallbacks()
 
-    def _reschedule(self, when, tm, token):
-        """Put the job back in its queue to start at `when`."""
+    def _reschedule(self, when, tm, token, policy=None, data_cache=None):
+        """Put the job back in its queue to start at `when` (storing the
+        policy's counts with it)."""
         queue = self.queue
         if queue is None:
             self._complete(utils.makeFailure(interfaces.AbortedError(
@@ -453,6 +514,11 @@ class JobLifeCycle:
             return
 
         def apply():
+            if data_cache:
+                policy.updateData(data_cache)
+            parent = self.parent
+            if interfaces.IAgent.providedBy(parent):
+                parent.remove(self)  # its public method: a custom agent works
             self._resetForRetry()
             self._requeue(queue, when)
         self._commitOwned(tm, token, apply)

@@ -58,7 +58,7 @@ class DeathWatch:
         """Whether the dispatcher `agents` (a DispatcherAgents) has been
         watched without a new liveness stamp for its whole death
         interval."""
-        stamp = agents.last_ping or agents.activated
+        stamp = agents.last_ping.value or agents.activated
         key = (queue_name, agents.UUID)
         seen = self._seen.get(key)
         if seen is None or seen[0] != stamp:

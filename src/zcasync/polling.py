@@ -95,7 +95,8 @@ class QueuePolls:
     def _activateIn(self, tm, name, queue):
         agents = queue.dispatchers.get(self.UUID)
         if agents is None:
-            agents = queue.dispatchers.register(self.UUID)
+            queue.dispatchers.register(self.UUID)
+            agents = queue.dispatchers[self.UUID]
         elif agents.activated:
             if not agents.dead:
                 tm.abort()
@@ -104,7 +105,7 @@ class QueuePolls:
                     '%r and not dead (last ping %s): another process seems '
                     'to use this UUID.  Give every process its own UUID '
                     'file (ZC_ASYNC_UUID); skipping this queue.',
-                    self.UUID, self.UUID, name, agents.last_ping)
+                    self.UUID, self.UUID, name, agents.last_ping.value)
                 return None
             agents.deactivate()
         problem = liveness.checkIntervals(agents.ping_interval,
@@ -123,15 +124,15 @@ class QueuePolls:
         next dispatcher in the ring; remember when the next ping is due."""
         agents = queue.dispatchers[self.UUID]
         now = utils.now()
-        due = agents.last_ping is None or \
-            now - agents.last_ping >= agents.ping_interval
+        last = agents.last_ping.value
+        due = last is None or now - last >= agents.ping_interval
         if due or self._heartbeat or name not in self._pinged:
             queue.dispatchers.ping(
                 self.UUID,
                 lambda following: self.deaths.isDead(name, following, now))
             tm.commit()
             self._pinged.add(name)
-        next_ping = agents.last_ping + agents.ping_interval + \
+        next_ping = agents.last_ping.value + agents.ping_interval + \
             datetime.timedelta(milliseconds=5)
         if self._next_ping is None or next_ping < self._next_ping[0]:
             self._next_ping = (

@@ -36,11 +36,13 @@ import heapq
 import itertools
 from typing import (
     TYPE_CHECKING, Any, Callable, Iterator, TypeVar, overload)
+import threading
 
 import BTrees.Length
 import BTrees.OOBTree
 import persistent
 from BTrees.Interfaces import BTreesConflictError
+import ZODB.interfaces
 import zope.interface
 
 from zcasync import instanceuuid
@@ -49,7 +51,7 @@ from zcasync import job as jobmodule
 from zcasync import registry
 from zcasync import schedules as schedulesmodule
 from zcasync import utils
-from zcasync.interfaces import ACTIVE, ASSIGNED, CALLBACKS
+from zcasync.interfaces import CALLBACKS, COMPLETED, PENDING
 from zcasync.queuekeys import (  # noqa: F401 (part of this module's API)
     LEGACY_NORMAL, FRONT, DUE, SCHEDULED, PROMOTE_BATCH, checkPriority,
     checkUnique, dueKey, scheduledKey, keyTime, promotedKey, timeBound, legacyBound,
@@ -64,6 +66,45 @@ if TYPE_CHECKING:
 _Default = TypeVar('_Default')
 
 _UNSTORED = itertools.count()
+_put_lock = threading.Lock()
+_last_put = [0]
+
+
+def _putMicros(now):
+    """The time of a put, in microseconds: strictly increasing in this
+    process (jobs put at the same instant come out in put order, whatever
+    their oids), and never more than a second ahead of `now` (a clock set
+    back, as tests do, starts afresh)."""
+    micros = utils.toMicros(now)
+    with _put_lock:
+        last = _last_put[0]
+        if last - 1000000 < micros <= last:
+            micros = last + 1
+        _last_put[0] = micros
+    return micros
+
+
+def getDefaultQueue(ob):
+    """The default queue (named '') of the database of `ob`: a
+    connection, or a persistent object (its connection is found through
+    its parents if it is not stored yet).  Registered as the IQueue
+    adapter of both by ``zcasync.configure.base()``."""
+    conn = ob if ZODB.interfaces.IConnection.providedBy(ob) else None
+    seen = ob
+    while conn is None and seen is not None:
+        conn = getattr(seen, '_p_jar', None)
+        seen = getattr(seen, '__parent__', getattr(seen, 'parent', None))
+    if conn is None:
+        raise TypeError(
+            'cannot find the database of %r: it is not stored, and no parent '
+            'of it is; commit it (or add it to a connection) first' % (ob,))
+    queues = conn.root().get(interfaces.KEY)
+    if queues is None or '' not in queues:
+        raise LookupError(
+            'the database has no default queue (root[%r][\'\']); install '
+            'one (zcasync.subscribers.queue_installer, or '
+            'zcasync.configure.start)' % (interfaces.KEY,))
+    return queues['']
 
 
 class JobBucket(BTrees.OOBTree.OOBucket):
@@ -133,6 +174,7 @@ class Queues(persistent.Persistent):
                 % (name, len(queue)))
         del self._data[name]
         queue.parent = None
+        queue.name = None
 
     def __getitem__(self, name: str) -> Queue:
         return self._data[name]
@@ -197,6 +239,9 @@ class Quota(persistent.Persistent):
     def __iter__(self):
         return iter(self._jobs)
 
+    def __getitem__(self, index):
+        return self._jobs[index]
+
     def __contains__(self, job):
         return any(j is job for j in self._jobs)
 
@@ -205,10 +250,20 @@ class Quota(persistent.Persistent):
         return len(self._jobs) >= self._size
 
     def _holding(self, job):
-        return job.status in (ASSIGNED, ACTIVE, CALLBACKS)
+        """A job holds its slot from its claim (with or without an agent)
+        until it reaches CALLBACKS or COMPLETED, or is rescheduled for
+        later (as in zc.async)."""
+        status = job.status
+        if status in (CALLBACKS, COMPLETED):
+            return False
+        if status == PENDING and job.begin_after is not None and \
+                job.begin_after > utils.now():
+            return False
+        return True
 
     def clean(self):
-        """Drop jobs that finished or went back to waiting."""
+        """Drop jobs that reached CALLBACKS or COMPLETED, or were
+        rescheduled for later."""
         kept = tuple(j for j in self._jobs if self._holding(j))
         if len(kept) != len(self._jobs):
             self._jobs = kept
@@ -234,7 +289,8 @@ class Quotas(persistent.Persistent):
     def __init__(self):
         self._data = BTrees.OOBTree.OOBTree()
 
-    def create(self, name: str, size: int = 1) -> Quota:
+    def create(self, name: str, size: int = 1) -> None:
+        """Create the quota `name` (then ``quotas[name]``); returns None."""
         if not isinstance(name, str):
             raise TypeError('quota names are strings, not %r' % (name,))
         if name in self._data:
@@ -242,15 +298,14 @@ class Quotas(persistent.Persistent):
         quota = Quota(name, size)
         quota.parent = self
         self._data[name] = quota
-        return quota
 
     def remove(self, name: str) -> None:
+        """Remove the quota `name`; returns None."""
         quota = self._data.pop(name)
         quota.parent = None
         queue = self.parent
         if quota._waiting and queue is not None:
             queue._unblockAll(quota)  # no limit any more
-        return quota
 
     def __getitem__(self, name):
         return self._data[name]
@@ -281,6 +336,8 @@ class Quotas(persistent.Persistent):
             quota = self._data.get(name)
             if quota is None:
                 continue  # removed since the put: no limit any more
+            if job in quota:
+                continue  # it kept its slot (put back after a claim)
             if quota.filled:
                 quota.clean()
                 if quota.filled:
@@ -294,7 +351,9 @@ class Quotas(persistent.Persistent):
         """The first of `job`'s quotas that is full now, or None."""
         for name in job.quota_names:
             quota = self._data.get(name)
-            if quota is not None and quota.filled:
+            if quota is None or job in quota:
+                continue  # no limit, or it kept its slot
+            if quota.filled:
                 quota.clean()
                 if quota.filled:
                     return quota
@@ -420,7 +479,7 @@ class Queue(UniqueKeys, ParkedJobs, BlockedJobs, persistent.Persistent):
             self._scheduledTree()[key] = job
         else:
             key = dueKey(FRONT if front else DUE, priority,
-                         utils.toMicros(now), token)
+                         _putMicros(now), token)
             blocker = self.quotas._blocker(job) if job.quota_names else None
             if blocker is None:
                 self._jobs[key] = job

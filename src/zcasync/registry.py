@@ -35,6 +35,7 @@ import BTrees.OOBTree
 import persistent
 import zope.event
 import zope.interface
+import zope.minmax
 
 from zcasync import interfaces
 from zcasync import retry
@@ -44,17 +45,38 @@ from zcasync.interfaces import NEW, ACTIVE, CALLBACKS, COMPLETED
 
 @zope.interface.implementer(interfaces.IDispatcherAgents)
 class DispatcherAgents(persistent.Persistent):
-    """agent name -> Agent, for one dispatcher in one queue."""
+    """agent name -> Agent, for one dispatcher in one queue.
+
+    ``parent`` is the queue (records stored before this was so have the
+    queue's ``Dispatchers`` as parent until their next activation; use
+    ``queue``).  ``last_ping`` is a max register (``zope.minmax.Maximum``,
+    as in zc.async): read and write its ``value``; concurrent pings resolve
+    to the latest."""
 
     parent = None
     activated = None
-    last_ping = None
 
     def __init__(self, uuid):
         self.UUID = uuid
         self._agents = BTrees.OOBTree.OOBTree()
+        self.last_ping = zope.minmax.Maximum()
         self.ping_interval = datetime.timedelta(seconds=30)
         self.ping_death_interval = datetime.timedelta(seconds=60)
+
+    def __setstate__(self, state):
+        last = state.get('last_ping')
+        if not isinstance(last, zope.minmax.Maximum):
+            # stored when last_ping was a plain datetime: a register that
+            # is stored with this record at its next write (``_setPing``)
+            state = dict(state)
+            state['last_ping'] = zope.minmax.Maximum(last)
+        super().__setstate__(state)
+
+    def _setPing(self, when):
+        register = self.last_ping
+        register.value = when
+        if register._p_jar is None and register._p_oid is None:
+            self._p_changed = True  # upgraded from a plain datetime
 
     @property
     def name(self):
@@ -120,11 +142,14 @@ class DispatcherAgents(persistent.Persistent):
 
     @property
     def queue(self):
-        return self.parent.parent if self.parent is not None else None
+        parent = self.parent
+        if parent is None or interfaces.IQueue.providedBy(parent):
+            return parent
+        return parent.parent  # stored before: the queue's Dispatchers
 
     @property
     def dead(self):
-        stamps = [s for s in (self.last_ping, self.activated) if s]
+        stamps = [s for s in (self.last_ping.value, self.activated) if s]
         if not stamps:
             return False
         return max(stamps) + self.ping_death_interval < utils.now()
@@ -133,7 +158,11 @@ class DispatcherAgents(persistent.Persistent):
         if self.activated:
             raise ValueError('dispatcher %s is already activated' % self.UUID)
         self._cleanup()
-        self.activated = self.last_ping = utils.now()
+        queue = self.queue
+        if queue is not None and self.parent is not queue:
+            self.parent = queue
+        self.activated = now = utils.now()
+        self._setPing(now)
         zope.event.notify(interfaces.DispatcherActivated(self))
 
     def deactivate(self):
@@ -187,13 +216,13 @@ class Dispatchers(persistent.Persistent):
         self._data = BTrees.OOBTree.OOBTree()
 
     def register(self, uuid):
+        """Register dispatcher `uuid` (then ``self[uuid]``); returns None."""
         if uuid in self._data:
             raise ValueError('dispatcher %s is already registered' % uuid)
         agents = DispatcherAgents(uuid)
-        agents.parent = self
+        agents.parent = self.parent  # the queue
         self._data[uuid] = agents
         zope.event.notify(interfaces.DispatcherRegistered(agents))
-        return agents
 
     def unregister(self, uuid):
         agents = self._data[uuid]
@@ -235,7 +264,8 @@ class Dispatchers(persistent.Persistent):
         in the ring and deactivate it if it is dead: by default when its
         last ping is older than its death interval by this process's
         clock; ``isDead(agents)`` decides instead when given (a dispatcher
-        passes what it watched itself, see ``zcasync.liveness``)."""
+        passes what it watched itself, see ``zcasync.liveness``).  Returns
+        None."""
         agents = self._data[uuid]
         now = utils.now()
         if not agents.activated:
@@ -248,11 +278,13 @@ class Dispatchers(persistent.Persistent):
                 'transactions or a blocked reactor delaying pings, or '
                 'clocks out of sync between machines.',
                 uuid, agents.ping_death_interval)
-            agents.activated = agents.last_ping = now
+            agents.activated = now
+            agents._setPing(now)
             zope.event.notify(interfaces.DispatcherReactivated(agents))
-        elif agents.last_ping is None or \
-                now - agents.last_ping >= agents.ping_interval:
-            agents.last_ping = now
+        else:
+            last = agents.last_ping.value
+            if last is None or now - last >= agents.ping_interval:
+                agents._setPing(now)
         following = self._next(uuid)
         if following is not None and (
                 following.dead if isDead is None else isDead(following)):
@@ -260,10 +292,9 @@ class Dispatchers(persistent.Persistent):
                 utils.log, logging.ERROR,
                 'dispatcher %s found dispatcher %s dead (last ping %s, death '
                 'interval %s); deactivating it to recover its jobs',
-                uuid, following.UUID, following.last_ping,
+                uuid, following.UUID, following.last_ping.value,
                 following.ping_death_interval)
             following.deactivate()
-        return following
 
     def _next(self, uuid):
         """The next activated dispatcher after `uuid`, wrapping around."""

@@ -359,23 +359,65 @@ CALLBACK = 'callback'
 _DEFAULTS = {DEFAULT: RetryCommonFourTimes, CALLBACK: RetryCommonForever}
 
 
-def lookup(name: str) -> Callable[[Job], Any]:
-    """The policy factory registered as `name` (a zope.component utility
-    providing IRetryPolicyFactory, or a built-in name)."""
+def _adapterFactory(name):
+    """The factory of the IRetryPolicy adapter for jobs named `name`
+    (zc.async's way of naming policies), or None."""
+    return zope.component.getSiteManager().adapters.lookup(
+        (interfaces.IJob,), interfaces.IRetryPolicy, name)
+
+
+def lookup(name):
+    """The policy factory registered as `name`: a zope.component utility
+    providing IRetryPolicyFactory, an IRetryPolicy adapter of that name
+    (as zc.async registered them), or a built-in name."""
     factory = zope.component.queryUtility(
         interfaces.IRetryPolicyFactory, name)
+    if factory is None and name:
+        factory = _adapterFactory(name)
     if factory is None:
         factory = POLICIES.get(name) or _DEFAULTS.get(name)
     if factory is None:
         raise LookupError(
             'no retry policy factory is registered as %r; use one of %s, '
-            'register a zcasync.interfaces.IRetryPolicyFactory utility with '
-            'that name, or pass the factory itself'
-            % (name, ', '.join(sorted(POLICIES))))
+            'register a zcasync.interfaces.IRetryPolicyFactory utility (or '
+            'an IRetryPolicy adapter) with that name, or pass the factory '
+            'itself' % (name, ', '.join(sorted(POLICIES))))
     return factory
 
 
-def checkFactory(factory: Any) -> Any:
+def builtinPolicy(job, isCallback):
+    """The built-in default policy for `job`."""
+    return (RetryCommonForever if isCallback else RetryCommonFourTimes)(job)
+
+
+def policyFor(job, factory, isCallback):
+    """A new retry policy for `job` from its `factory` (see
+    ``Job.getRetryPolicy``)."""
+    if factory is None:
+        name = CALLBACK if isCallback else DEFAULT
+        utility = zope.component.queryUtility(
+            interfaces.IRetryPolicyFactory, name)
+        if utility is not None:
+            return utility(job)
+        policy = zope.component.queryAdapter(
+            job, interfaces.IRetryPolicy, CALLBACK if isCallback else '')
+        if policy is not None:
+            return policy
+        return builtinPolicy(job, isCallback)
+    if isinstance(factory, str):
+        factory = lookup(factory)
+    return factory(job)
+
+
+def callback_retry_policy_factory(job):
+    """zc.async's factory for callbacks: the IRetryPolicy adapter named
+    'callback', else RetryCommonForever."""
+    policy = zope.component.queryAdapter(job, interfaces.IRetryPolicy,
+                                         CALLBACK)
+    return policy if policy is not None else RetryCommonForever(job)
+
+
+def checkFactory(factory):
     """Validate a retry_policy_factory value before it is stored."""
     if factory is None or callable(factory):
         return factory

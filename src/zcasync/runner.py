@@ -528,6 +528,7 @@ class Runner:
         except (interfaces.BadStatusError, interfaces.ReassignedError):
             # the run lost its job: the outcome belongs to another run
             tm.abort()
+            record['reassigned'] = True
             self._finish(job, call, record, utils.makeFailure(),
                          level=logging.WARNING)
             return

@@ -26,12 +26,18 @@ def _system_clock():
     return datetime.datetime.now(UTC)
 
 
+systemClock = _system_clock
 _clock = _system_clock
 
 
 def now():
     """The current time, aware UTC."""
     return _clock()
+
+
+def getClock():
+    """The clock in use (``systemClock`` unless ``setClock`` set one)."""
+    return _clock
 
 
 def setClock(clock=None):
@@ -65,6 +71,25 @@ def toMicros(value):
 
 def fromMicros(micros):
     return EPOCH + datetime.timedelta(microseconds=micros)
+
+
+def dt_to_long(dt):
+    """zc.async's integer key for a datetime (naive ones are taken as UTC):
+    newer times give smaller numbers, 16 units per microsecond (the low 4
+    bits are free for a sequence)."""
+    if dt.tzinfo is not None and dt.utcoffset() is not None:
+        dt = dt.astimezone(UTC).replace(tzinfo=None)
+    delta = datetime.datetime.max - dt
+    return (delta.days << 41) | (delta.seconds << 24) | \
+        (delta.microseconds << 4)
+
+
+def long_to_dt(value):
+    """The aware UTC datetime of a ``dt_to_long`` key (its low 4 bits are
+    ignored)."""
+    delta = datetime.timedelta(value >> 41, (value >> 24) & (2 ** 17 - 1),
+                               (value >> 4) & (2 ** 20 - 1))
+    return (datetime.datetime.max - delta).replace(tzinfo=UTC)
 
 
 # --- identities -----------------------------------------------------------

@@ -10,6 +10,7 @@ import transaction
 import ZODB
 import ZODB.FileStorage
 
+from zcasync import testing
 from zcasync.agent import Agent
 from zcasync.interfaces import KEY, PENDING
 from zcasync.job import Job
@@ -55,7 +56,7 @@ def fill(storage, blocked=0, refused=0, quota_full_at_put=True):
     queues = conn.root()[KEY] = Queues()
     queue = queues[''] = Queue()
     queue.quotas.create('db', size=1)
-    agents = queue.dispatchers.register(WORKER)
+    agents = testing.activeRegistration(queue, WORKER)
     agents['main'] = Agent(size=1000)
     agents['picky'] = Agent(size=1000, filter=refuseOthers)
     holder = Job(work, 'holder')

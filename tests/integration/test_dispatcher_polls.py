@@ -176,9 +176,8 @@ def test_getPollInfo(db, conn, queue):
 def test_uuid_active_elsewhere_is_skipped_then_taken_over(
         db, conn, queue, capture):
     shared = uuid.uuid4()
-    other = queue.dispatchers.register(shared)
+    other = testing.activeRegistration(queue, shared)
     other['main'] = Agent(size=3)
-    other.activate()
     assigned = queue.put(Job(double, 21))
     active = queue.put(Job(double, 50))
     commit(conn)
@@ -187,7 +186,7 @@ def test_uuid_active_elsewhere_is_skipped_then_taken_over(
     active._status = interfaces.ACTIVE  # it was running over there
     active.active_start = utils.now()
     commit(conn)
-    activated, last_ping = other.activated, other.last_ping
+    activated, last_ping = other.activated, other.last_ping.value
 
     with Running(db, uuid_=shared) as running:
         dispatcher = running.dispatcher
@@ -201,14 +200,15 @@ def test_uuid_active_elsewhere_is_skipped_then_taken_over(
                      'no more polls')
         assert dispatcher.polls.first()[''] is None
         sync(conn)
-        assert (other.activated, other.last_ping) == (activated, last_ping)
+        assert (other.activated, other.last_ping.value) == (
+            activated, last_ping)
         assert list(other['main']) == [assigned, active]
         assert assigned.status == interfaces.ASSIGNED
         assert active.status == interfaces.ACTIVE
 
         # the other process stops pinging: its record is dead
         long_ago = utils.now() - datetime.timedelta(minutes=5)
-        other.activated = other.last_ping = long_ago
+        other.activated = other.last_ping.value = long_ago
         commit(conn)
         testing.wait_for_death(other, WAIT)
         taken = waitForPoll(dispatcher, lambda p: p.get('') is not None)

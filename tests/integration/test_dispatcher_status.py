@@ -91,6 +91,10 @@ def test_getActiveJobIds(db, conn, queue):
         commit(conn)
         testing.wait_for_start(first, WAIT)
         testing.wait_for_start(second, WAIT)
+        # ACTIVE is committed with the claim, a moment before a worker
+        # thread takes the run
+        testing.wait(lambda: len(dispatcher.getActiveJobIds()) == 2, WAIT,
+                     'the worker threads never took both runs')
         assert sorted(dispatcher.getActiveJobIds()) == sorted(
             [idOf(first), idOf(second)])
         assert dispatcher.getActiveJobIds(queue='') == [idOf(first)]

@@ -10,7 +10,6 @@ import transaction
 import ZODB
 import ZODB.FileStorage
 
-import zcasync.history
 from zcasync import dispatcher as dispatchermodule
 from zcasync import interfaces
 from zcasync import testing
@@ -212,8 +211,8 @@ def test_thread_that_dies_is_replaced(db, conn, queue, capture, exception):
     assert db.getPoolSize() == original
 
 
-def test_job_history_is_bounded(conn, queue, running, monkeypatch):
-    monkeypatch.setattr(zcasync.history, "JOB_HISTORY", 2)
+def test_job_history_is_bounded(conn, queue, running):
+    running.dispatcher.jobs.size = 2
     jobs = [run(conn, queue, running, Job(double, n))[0] for n in range(3)]
     with pytest.raises(ValueError, match='no record of job'):
         jobInfo(running.dispatcher, jobs[0])

@@ -9,6 +9,7 @@ import pytest
 import transaction
 import ZODB.POSException
 
+from zcasync import testing
 from zcasync import interfaces
 from zcasync.agent import Agent
 from zcasync.interfaces import ASSIGNED, COMPLETED
@@ -82,7 +83,7 @@ def setUp(db, pending, blocked=0, filters=(None, None), refused=0):
     queue = queues[''] = Queue()
     queue.quotas.create('never', size=0)
     for uid, filter_ in zip((FIRST, SECOND), filters):
-        queue.dispatchers.register(uid)['main'] = Agent(filter=filter_,
+        testing.activeRegistration(queue, uid)['main'] = Agent(filter=filter_,
                                                         size=100)
     tm.commit()
     for i in range(blocked):

@@ -12,6 +12,7 @@ import pytest
 import transaction
 import zope.component.eventtesting
 
+from zcasync import testing
 from zcasync import interfaces
 from zcasync.agent import Agent
 from zcasync.interfaces import ACTIVE, COMPLETED, PENDING
@@ -58,10 +59,18 @@ class Process:
         return self.agents['main']
 
     def ping(self):
+        """Ping; returns the registration it checked (ping() itself
+        returns None, as in zc.async)."""
         self.tm.begin()  # see the others' commits
-        following = self.queue.dispatchers.ping(self.uid)
+        checked = []
+        registry = self.queue.dispatchers
+
+        def isDead(following):
+            checked.append(following)
+            return following.dead
+        assert registry.ping(self.uid, isDead) is None
         self.tm.commit()
-        return following
+        return checked[0] if checked else None
 
     def close(self):
         self.tm.abort()
@@ -83,9 +92,8 @@ def ring(db, clock):
     conn.close()
     processes = [Process(db, uid) for uid in UUIDS]
     for process in processes:
-        agents = process.queue.dispatchers.register(process.uid)
+        agents = testing.activeRegistration(process.queue, process.uid)
         agents['main'] = Agent(size=2)
-        agents.activate()
         process.tm.commit()
     yield processes
     for process in processes:
@@ -188,4 +196,4 @@ def test_pings_of_the_three_commit_concurrently(ring, clock):
         process.tm.commit()
     ring[0].tm.begin()
     for uid in UUIDS:
-        assert ring[0].queue.dispatchers[uid].last_ping == clock()
+        assert ring[0].queue.dispatchers[uid].last_ping.value == clock()

@@ -5,6 +5,7 @@ import uuid
 
 import pytest
 
+from zcasync import testing
 from zcasync.agent import Agent, COMPLETED_KEEP, CompletedJobs
 from zcasync.interfaces import ASSIGNED, COMPLETED, IAgent, PENDING
 from zcasync.job import Job
@@ -34,8 +35,8 @@ def chooseLargest(agent):
 
 
 @pytest.fixture
-def agents(queue):
-    return queue.dispatchers.register(uuid.uuid4())
+def agents(queue, clock):
+    return testing.activeRegistration(queue, uuid.uuid4())
 
 
 def addAgent(agents, name='main', **kw):
@@ -157,6 +158,8 @@ def runClaimed(agent, conn, clock, count):
     """Claim and run `count` jobs, one clock minute apart."""
     done = []
     for i in range(count):
+        # a live dispatcher pings as time goes by
+        agent.queue.dispatchers.ping(agent.parent.UUID)
         job = agent.claimJob()
         conn.transaction_manager.commit()
         job()

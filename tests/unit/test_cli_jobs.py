@@ -244,8 +244,9 @@ def test_cancel_refuses_a_claimed_job(capsys, tmp_path):
     path = database(tmp_path)
     ident, oid = put(capsys, path, 'operator:add', '1', '2')
     with openDb(path) as (db, conn):
+        from zcasync import testing
         agent = conn.root()[KEY][''].dispatchers[WORKER_UUID]['main']
-        assert agent.claimJob() is not None
+        assert testing._immediateClaim(agent) is not None
         conn.transaction_manager.commit()
     before = lastTransaction(path)
     code, out, err = run(capsys, 'cancel', ident, '--db', fileUri(path))

@@ -75,7 +75,8 @@ def database(tmp_path, queue=True, name='Data.fs'):
         if queue:
             queues = conn.root()[KEY] = Queues()
             queues[''] = Queue()
-            agents = queues[''].dispatchers.register(WORKER_UUID)
+            queues[''].dispatchers.register(WORKER_UUID)
+            agents = queues[''].dispatchers[WORKER_UUID]
             agents['main'] = Agent(size=100)
         conn.transaction_manager.commit()
     return path
@@ -88,9 +89,11 @@ def runQueuedJobs(path):
     count = 0
     with openDb(path) as (db, conn):
         tm = conn.transaction_manager
+        from zcasync import testing
         agent = conn.root()[KEY][''].dispatchers[WORKER_UUID]['main']
         while True:
-            job = agent.claimJob()
+            # the worker's record is not activated here (no worker runs)
+            job = testing._immediateClaim(agent)
             if job is None:
                 tm.abort()
                 return count

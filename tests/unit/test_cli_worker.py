@@ -69,7 +69,7 @@ def markActivated(db, death=2.0, ago=0.0):
     other = otherProcess(db)
     agents = other.root()[KEY][''].dispatchers[UUID]
     stamp = utils.now() - datetime.timedelta(seconds=ago)
-    agents.activated = agents.last_ping = stamp
+    agents.activated = agents.last_ping.value = stamp
     agents.ping_death_interval = datetime.timedelta(seconds=death)
     other.transaction_manager.commit()
     return other
@@ -98,7 +98,8 @@ def test_a_live_process_with_the_same_uuid_is_a_clash(db, conn):
     def ping():  # the other process keeps pinging
         while not stop.wait(0.05):
             other.transaction_manager.begin()
-            other.root()[KEY][''].dispatchers[UUID].last_ping = utils.now()
+            record = other.root()[KEY][''].dispatchers[UUID]
+            record.last_ping.value = utils.now()
             other.transaction_manager.commit()
     pinger = threading.Thread(target=ping)
     pinger.start()

@@ -14,6 +14,7 @@ import pytest
 import twisted.internet.defer
 import twisted.python.failure
 
+from zcasync import testing
 import zcasync
 import zcasync.instanceuuid
 from zcasync import interfaces, utils
@@ -356,7 +357,7 @@ def test_status_reads_pending_in_a_queue_and_assigned_in_an_agent(
     queue.put(job)
     conn.transaction_manager.commit()
     assert job.status == PENDING and job.queue is queue
-    agents = queue.dispatchers.register(zcasync.instanceuuid.UUID)
+    agents = testing.activeRegistration(queue, zcasync.instanceuuid.UUID)
     agent = agents['main'] = Agent()
     assert agent.claimJob() is job
     conn.transaction_manager.commit()
@@ -475,15 +476,21 @@ def test_a_callable_returning_a_failure_keeps_its_writes(conn, db):
             'reported, not raised')
 
 
-def test_job_returning_a_job_without_a_queue_runs_it_inline(conn):
+def test_job_returning_a_job_waits_for_it_without_running_it(conn):
+    # zc.async's semantics: the inner job is the temporary result, and
+    # whoever made it runs it (here: the test calls it)
     job = store(conn, Job(returnJob, multiply, 3, 4))
-    assert job() == 12
-    assert job.status == COMPLETED
+    inner = job()
+    assert interfaces.IJob.providedBy(inner) and job.result is inner
+    assert job.status == ACTIVE and inner.status == NEW
+    assert inner.parent is None
+    assert inner() == 12
+    assert (job.status, job.result) == (COMPLETED, 12)
 
 
 def test_job_returning_jobs_nested_twice_waits_for_the_innermost(
         conn, db, queue):
-    agents = queue.dispatchers.register(zcasync.instanceuuid.UUID)
+    agents = testing.activeRegistration(queue, zcasync.instanceuuid.UUID)
     agent = agents['main'] = Agent(size=3)
     tm = conn.transaction_manager
     outer = queue.put(Job(returnJob, returnJob, multiply, 5))
@@ -494,16 +501,17 @@ def test_job_returning_jobs_nested_twice_waits_for_the_innermost(
 
     assert agent.claimJob() is outer
     tm.commit()
-    outer()
-    middle = queue[0]
-    assert outer.status == ACTIVE and outer.result is None
-    assert middle.status == PENDING
+    middle = outer()
+    assert outer.status == ACTIVE and outer.result is middle
+    assert middle.status == NEW and len(queue) == 0  # not queued for us
     assert outer not in agent   # a waiting job frees its agent slot
+    queue.put(middle)
+    tm.commit()
 
     assert agent.claimJob() is middle
     tm.commit()
-    middle()
-    inner = queue[0]
+    inner = middle()
+    queue.put(inner)
     assert (outer.status, middle.status, inner.status) == (
         ACTIVE, ACTIVE, PENDING)
 
@@ -516,22 +524,24 @@ def test_job_returning_jobs_nested_twice_waits_for_the_innermost(
 
 
 def test_a_waiting_job_ignores_interruptions(conn, queue):
-    agent = queue.dispatchers.register(zcasync.instanceuuid.UUID)['main'] = (
+    agents = testing.activeRegistration(queue, zcasync.instanceuuid.UUID)
+    agent = agents['main'] = (
         Agent())
     outer = queue.put(Job(returnJob, multiply, 2, 2))
     conn.transaction_manager.commit()
     agent.claimJob()
     conn.transaction_manager.commit()
-    outer()
-    assert outer.status == ACTIVE
+    inner = outer()
+    assert outer.status == ACTIVE and outer.result is inner
     assert outer.handleInterrupt() is None   # it waits for its inner job
-    assert outer.status == ACTIVE and len(queue) == 1
+    assert outer.status == ACTIVE and len(queue) == 0
 
 
 def test_job_returning_a_deferred_of_a_stored_job(conn, db):
     job = store(conn, Job(returnDeferred, 'stored'))
-    assert job() is None
-    assert job.status == ACTIVE
+    # as zc.async: the caller gets the Deferred
+    assert job() is _deferreds['stored']
+    assert job.status == ACTIVE and job.result is None
     # the result is set in a new connection when the deferred fires
     _deferreds.pop('stored').callback('fired')
     assert support.storedState(db, job._p_oid, 'status', 'result') == (
@@ -570,12 +580,14 @@ def returnJobReturningDeferred(key):
 def test_job_without_a_queue_waits_for_an_inner_job_waiting_on_a_deferred(
         conn, db):
     job = store(conn, Job(returnJobReturningDeferred, 'nested'))
-    job()
-    inner = job._inner
+    inner = job()
+    assert job._inner is inner and inner.status == NEW
+    assert inner() is _deferreds['nested']
     assert (job.status, inner.status) == (ACTIVE, ACTIVE)
-    assert inner.parent is job
     assert support.storedState(db, job._p_oid, 'status') == (ACTIVE,)
     _deferreds.pop('nested').callback('deep')
+    conn.transaction_manager.begin()  # the inner job is stored: it
+    # completes in a connection of its own when the Deferred fires
     assert (inner.status, inner.result) == (COMPLETED, 'deep')
     assert support.storedState(db, job._p_oid, 'status', 'result') == (
         COMPLETED, 'deep')

@@ -7,6 +7,7 @@ commit after a chosen point fails, so the database keeps exactly what was
 committed before it."""
 import pytest
 
+from zcasync import testing
 import zcasync
 import zcasync.instanceuuid
 from zcasync import interfaces
@@ -41,14 +42,19 @@ def clean():
 
 @pytest.fixture
 def agent(conn, queue):
-    agent = queue.dispatchers.register(zcasync.instanceuuid.UUID)['main'] = (
+    agents = testing.activeRegistration(queue, zcasync.instanceuuid.UUID)
+    agent = agents['main'] = (
         Agent())
     conn.transaction_manager.commit()
     return agent
 
 
 def claim(agent, job):
-    assert agent.claimJob() is job
+    if agent.parent.UUID == testing.IMMEDIATE_UUID:
+        assert testing._immediateClaim(agent) is job  # never activated
+    else:
+        testing.activeRegistration(agent.queue, agent.parent.UUID)  # alive
+        assert agent.claimJob() is job
     agent._p_jar.transaction_manager.commit()
 
 

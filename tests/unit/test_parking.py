@@ -12,6 +12,7 @@ import textwrap
 import pytest
 import ZODB.utils
 
+from zcasync import testing
 from zcasync import interfaces
 from zcasync.agent import Agent
 from zcasync.interfaces import KEY, PARKED, PENDING
@@ -54,8 +55,8 @@ def makePoisoned(tmp_path, begin_after=None):
         with openDb(path) as (db, conn):
             queues = conn.root()[KEY] = Queues()
             queue = queues[''] = Queue()
-            agents = queue.dispatchers.register(
-                __import__('uuid').uuid4())
+            agents = testing.activeRegistration(
+                queue, __import__('uuid').uuid4())
             agents['main'] = Agent(size=10)
             poison = queue.put(Job(module.work, 21), begin_after=begin_after)
             normal = [queue.put(Job(len, 'abc')), queue.put(Job(abs, -4))]
@@ -203,6 +204,7 @@ def test_a_scheduled_poison_job_is_parked_when_due(poisonedLater, clock):
         assert agent.claimJob() is None  # the poison job is not due yet
         conn.transaction_manager.commit()
         clock.advance(61)
+        testing.activeRegistration(queue, agent.parent.UUID)  # it pinged
         assert agent.claimJob() is None
         conn.transaction_manager.commit()
         poison = conn.get(poison_oid)

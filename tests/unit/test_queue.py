@@ -10,6 +10,7 @@ import transaction
 import ZODB
 import ZODB.FileStorage
 
+from zcasync import testing
 from zcasync import instanceuuid, interfaces, retry, utils
 from zcasync.agent import Agent
 from zcasync.interfaces import COMPLETED, NEW, PENDING
@@ -382,7 +383,8 @@ def test_claim_on_an_empty_queue(queue):
 
 
 def test_claim_skips_a_job_whose_quota_is_full(queue, clock):
-    agent = queue.dispatchers.register(uuid.uuid4())['main'] = Agent(size=5)
+    agents = testing.activeRegistration(queue, uuid.uuid4())
+    agent = agents['main'] = Agent(size=5)
     queue.quotas.create('db', size=1)
     first, blocked = Job(double, 1), Job(double, 2)
     first.quota_names = blocked.quota_names = ('db',)

@@ -8,6 +8,7 @@ import struct
 
 import pytest
 
+from zcasync import testing
 from zcasync import queuekeys
 from zcasync import utils
 from zcasync.job import Job
@@ -187,9 +188,9 @@ def test_a_paused_queue_lets_running_jobs_finish(queue, agents, conn):
 
 
 @pytest.fixture
-def agents(queue):
+def agents(queue, clock):
     import uuid
-    return queue.dispatchers.register(uuid.uuid4())
+    return testing.activeRegistration(queue, uuid.uuid4())
 
 
 # --- queues stored before priorities -------------------------------------

@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+from zcasync import testing
 from zcasync.agent import Agent
 from zcasync.job import Job
 
@@ -84,7 +85,8 @@ def test_put_and_claim_write_a_bounded_number_of_objects(small_and_large):
 
 
 def test_claim_through_an_agent_at_20000_pending(queue, conn):
-    agent = queue.dispatchers.register(uuid.uuid4())['main'] = Agent(size=50)
+    agents = testing.activeRegistration(queue, uuid.uuid4())
+    agent = agents['main'] = Agent(size=50)
     fill(queue, conn.transaction_manager, 20000)
     storage = conn.db().storage
     counts = []

@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 
+from zcasync import testing
 from zcasync.agent import Agent
 from zcasync.interfaces import COMPLETED
 from zcasync.job import Job
@@ -21,8 +22,8 @@ def double(value):
 
 
 @pytest.fixture
-def agent(queue):
-    agents = queue.dispatchers.register(uuid.uuid4())
+def agent(queue, clock):
+    agents = testing.activeRegistration(queue, uuid.uuid4())
     agents['main'] = Agent(size=5)
     return agents['main']
 

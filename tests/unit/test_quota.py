@@ -1,10 +1,12 @@
 """Quotas (issue 3, section 3): create/remove/lookup, size, filled, len,
 iteration, clean(), and their effect on claims.  The hard limit across
 connections is in tests/integration/test_queue_concurrency.py."""
+import datetime
 import uuid
 
 import pytest
 
+from zcasync import testing
 from zcasync.agent import Agent
 from zcasync.interfaces import ASSIGNED, COMPLETED, PENDING
 from zcasync.job import Job
@@ -16,8 +18,8 @@ def double(value):
 
 
 @pytest.fixture
-def agents(queue):
-    return queue.dispatchers.register(uuid.uuid4())
+def agents(queue, clock):
+    return testing.activeRegistration(queue, uuid.uuid4())
 
 
 @pytest.fixture
@@ -37,8 +39,10 @@ def quotaJob(queue, value, *names):
 def test_create_and_lookup(queue):
     quotas = queue.quotas
     assert len(quotas) == 0 and list(quotas) == []
-    db = quotas.create('db')
-    mail = quotas.create('mail', size=3)
+    quotas.create('db')
+    db = quotas['db']
+    quotas.create('mail', size=3)
+    mail = quotas['mail']
     assert isinstance(db, Quota)
     assert (db.name, db.size, db.parent) == ('db', 1, quotas)
     assert (mail.name, mail.size) == ('mail', 3)
@@ -52,7 +56,8 @@ def test_create_and_lookup(queue):
 
 
 def test_create_refuses_a_duplicate(queue):
-    first = queue.quotas.create('db', size=2)
+    queue.quotas.create('db', size=2)
+    first = queue.quotas['db']
     with pytest.raises(ValueError, match="quota 'db' already exists"):
         queue.quotas.create('db', size=5)
     assert queue.quotas['db'] is first and first.size == 2
@@ -68,8 +73,9 @@ def test_create_refuses_bad_names_and_sizes(queue):
 
 
 def test_remove(queue):
-    quota = queue.quotas.create('db')
-    assert queue.quotas.remove('db') is quota
+    queue.quotas.create('db')
+    quota = queue.quotas['db']
+    assert queue.quotas.remove('db') is None  # as zc.async
     assert quota.parent is None and 'db' not in queue.quotas
     with pytest.raises(KeyError):
         queue.quotas.remove('db')
@@ -95,7 +101,8 @@ def test_a_removed_quota_no_longer_limits(queue, agent):
 # --- a Quota --------------------------------------------------------------
 
 def test_filled_len_and_iteration(queue, agent):
-    quota = queue.quotas.create('db', size=2)
+    queue.quotas.create('db', size=2)
+    quota = queue.quotas['db']
     jobs = [quotaJob(queue, i, 'db') for i in range(3)]
     assert len(quota) == 0 and not quota.filled and list(quota) == []
     assert agent.claimJob() is jobs[0]
@@ -110,7 +117,8 @@ def test_filled_len_and_iteration(queue, agent):
 
 
 def test_size_change_takes_effect_on_later_claims(queue, agent):
-    quota = queue.quotas.create('db', size=1)
+    queue.quotas.create('db', size=1)
+    quota = queue.quotas['db']
     jobs = [quotaJob(queue, i, 'db') for i in range(4)]
     assert agent.claimJob() is jobs[0]
     assert agent.claimJob() is None
@@ -137,8 +145,10 @@ def test_size_zero_holds_every_job(queue, agent):
 
 
 def test_a_job_with_two_quotas_needs_room_in_both(queue, agent):
-    db = queue.quotas.create('db', size=2)
-    mail = queue.quotas.create('mail', size=1)
+    queue.quotas.create('db', size=2)
+    db = queue.quotas['db']
+    queue.quotas.create('mail', size=1)
+    mail = queue.quotas['mail']
     mailer = quotaJob(queue, 1, 'mail')
     both = quotaJob(queue, 2, 'db', 'mail')
     dbonly = quotaJob(queue, 3, 'db')
@@ -150,7 +160,8 @@ def test_a_job_with_two_quotas_needs_room_in_both(queue, agent):
 
 
 def test_clean_drops_finished_jobs(queue, agent, conn):
-    quota = queue.quotas.create('db', size=1)
+    queue.quotas.create('db', size=1)
+    quota = queue.quotas['db']
     first, second = quotaJob(queue, 1, 'db'), quotaJob(queue, 2, 'db')
     assert agent.claimJob() is first
     conn.transaction_manager.commit()
@@ -163,7 +174,8 @@ def test_clean_drops_finished_jobs(queue, agent, conn):
 
 
 def test_a_claim_cleans_a_full_quota(queue, agent, conn):
-    quota = queue.quotas.create('db', size=1)
+    queue.quotas.create('db', size=1)
+    quota = queue.quotas['db']
     first, second = quotaJob(queue, 1, 'db'), quotaJob(queue, 2, 'db')
     agent.claimJob()
     conn.transaction_manager.commit()
@@ -172,24 +184,34 @@ def test_a_claim_cleans_a_full_quota(queue, agent, conn):
     assert list(quota) == [second]
 
 
-def test_clean_drops_jobs_back_to_waiting_and_keeps_running_ones(
-        queue, agents, agent):
-    quota = queue.quotas.create('db', size=2)
+def test_a_job_put_back_keeps_its_slot_one_rescheduled_for_later_not(
+        queue, agent, clock):
+    # zc.async's rule: a job holds its slot until CALLBACKS or COMPLETED,
+    # or until it is rescheduled for later
+    queue.quotas.create('db', size=2)
+    quota = queue.quotas['db']
     first, second = quotaJob(queue, 1, 'db'), quotaJob(queue, 2, 'db')
-    agents.activate()
+    third = quotaJob(queue, 3, 'db')
     assert agent.claimJob() is first
     assert agent.claimJob() is second
     agent.remove(first)
     queue.putBack(first)  # what deactivation does with a job not started
     assert first.status == PENDING and second.status == ASSIGNED
     quota.clean()
-    assert list(quota) == [second]
-    assert agent.claimJob() is first
-    assert list(quota) == [second, first]
+    assert list(quota) == [first, second]
+    assert agent.claimJob() is first  # its own slot
+    assert agent.claimJob() is None   # `third` waits
+    assert list(quota) == [first, second]
+    agent.remove(second)
+    queue.put(second, begin_after=clock.now + datetime.timedelta(hours=1))
+    quota.clean()
+    assert list(quota) == [first]
+    assert agent.claimJob() is third
 
 
 def test_clean_without_changes_writes_nothing(queue, agent, conn):
-    quota = queue.quotas.create('db', size=2)
+    queue.quotas.create('db', size=2)
+    quota = queue.quotas['db']
     quotaJob(queue, 1, 'db')
     agent.claimJob()
     conn.transaction_manager.commit()
@@ -200,15 +222,16 @@ def test_clean_without_changes_writes_nothing(queue, agent, conn):
     assert conn.db().storage.lastTransaction() == before
 
 
-def test_jobs_put_back_by_deactivation_leave_the_quota(queue, agents, agent):
-    quota = queue.quotas.create('db', size=2)
+def test_jobs_put_back_by_deactivation_keep_their_slots(queue, agents,
+                                                         agent):
+    queue.quotas.create('db', size=2)
+    quota = queue.quotas['db']
     jobs = [quotaJob(queue, i, 'db') for i in range(3)]
-    agents.activate()
     assert [agent.claimJob(), agent.claimJob()] == jobs[:2]
     assert quota.filled
     agents.deactivate()
     assert list(queue) == jobs  # the two went back to the front
     quota.clean()
-    assert list(quota) == []
+    assert list(quota) == jobs[:2]  # their slots wait for them
     agents.activate()
     assert [agent.claimJob(), agent.claimJob()] == jobs[:2]

@@ -12,6 +12,7 @@ import ZODB.POSException
 import zope.component
 import zope.interface
 
+from zcasync import testing
 import zcasync
 import zcasync.instanceuuid
 from zcasync import job as jobmodule
@@ -358,8 +359,8 @@ def test_never_retry_fails_an_interrupted_job(conn, db, queue):
 
 def test_interruption_counts_persist_across_handleInterrupt_calls(
         conn, db, queue):
-    agent = queue.dispatchers.register(
-        zcasync.instanceuuid.UUID)['main'] = Agent()
+    agents = testing.activeRegistration(queue, zcasync.instanceuuid.UUID)
+    agent = agents['main'] = Agent()
     job = queue.put(Job(support.add, 1, 2))
     conn.transaction_manager.commit()
     for interruption in range(1, 10):
@@ -451,8 +452,8 @@ def setUpQueue(conn, queue, policy):
     `policy`); claim `job` through an agent that takes flagged jobs."""
     clock = FixedClock(datetime.datetime(2030, 1, 1, tzinfo=UTC))
     utils.setClock(clock)
-    agent = queue.dispatchers.register(
-        zcasync.instanceuuid.UUID)['main'] = Agent(filter=flagged)
+    agents = testing.activeRegistration(queue, zcasync.instanceuuid.UUID)
+    agent = agents['main'] = Agent(filter=flagged)
     first = queue.put(Job(support.add, 1, 1))
     job = Job(raiseFirst, 'reschedule', ValueError, 1)
     job.annotations['flagged'] = True
@@ -475,6 +476,7 @@ def test_reschedule_later_moves_begin_after(conn, db, queue, policy):
     assert begin_after == clock.now + datetime.timedelta(seconds=60)
     assert list(queue) == [first, job]
     clock.advance(61)
+    testing.activeRegistration(queue, agent.parent.UUID)  # it pinged
     assert agent.claimJob() is job
     conn.transaction_manager.commit()
     assert job() == 'done'

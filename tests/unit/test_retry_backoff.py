@@ -10,6 +10,7 @@ import uuid
 import pytest
 import zope.component
 
+from zcasync import testing
 from zcasync import interfaces, retry
 from zcasync.interfaces import COMPLETED, PENDING
 from zcasync.agent import Agent
@@ -42,7 +43,7 @@ def runUntilSettled(queue, conn, clock, job, limit=20):
     """Claim `job` through an agent and run it whenever it is due, moving
     the clock to its next run; returns the delays seen between runs
     (seconds)."""
-    agents = queue.dispatchers.get(UUID) or queue.dispatchers.register(UUID)
+    agents = testing.activeRegistration(queue, UUID)
     agent = agents.get('main')
     if agent is None:
         agent = agents['main'] = Agent(size=1)
@@ -146,7 +147,7 @@ def test_a_rescheduled_job_waits_in_its_queue(queue, conn, clock):
                                     jitter=False)
     job = queue.put(Job(flaky, 1), retry_policy_factory=policy)
     conn.transaction_manager.commit()
-    agent = queue.dispatchers.register(UUID)['main'] = Agent(size=1)
+    agent = testing.activeRegistration(queue, UUID)['main'] = Agent(size=1)
     assert agent.claimJob() is job
     job()
     assert job.status == PENDING

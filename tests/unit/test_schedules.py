@@ -10,6 +10,7 @@ import zoneinfo
 
 import pytest
 
+from zcasync import testing
 from zcasync.interfaces import COMPLETED
 from zcasync.schedules import Schedule
 
@@ -151,7 +152,7 @@ def test_a_schedule_whose_callable_is_gone_changes_nothing(queue, clock,
 def test_jobs_of_a_schedule_run(queue, conn, clock):
     import uuid
     from zcasync.agent import Agent
-    agent = queue.dispatchers.register(uuid.uuid4())['main'] = Agent()
+    agent = testing.activeRegistration(queue, uuid.uuid4())['main'] = Agent()
     queue.schedule('r', report, 'r', every=datetime.timedelta(seconds=5))
     clock.advance(5)
     fire(queue)

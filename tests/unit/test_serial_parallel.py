@@ -194,7 +194,8 @@ def test_main_job_interrupted_twice(conn, db, queue, kind):
     post = Job(summarize, 'sum')
     main = queue.put(kind(*jobs, postprocess=post))
     tm.commit()
-    agents = queue.dispatchers.register(testing.IMMEDIATE_UUID)
+    queue.dispatchers.register(testing.IMMEDIATE_UUID)
+    agents = queue.dispatchers[testing.IMMEDIATE_UUID]
     for cleanup in (agents.activate, agents.deactivate):
         support.crashWhileActive(_claimImmediately(conn, queue, main))
         cleanup()
@@ -210,6 +211,6 @@ def test_main_job_interrupted_twice(conn, db, queue, kind):
 
 def _claimImmediately(conn, queue, job):
     agent = testing._immediateAgent(queue)
-    assert agent.claimJob() is job
+    assert testing._immediateClaim(agent) is job
     conn.transaction_manager.commit()
     return job

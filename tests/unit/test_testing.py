@@ -275,13 +275,12 @@ def test_wait_for_deactivation_times_out(db):
 
 
 def test_wait_for_death(conn, queue):
-    agents = queue.dispatchers.register(uuid.uuid4())
-    agents.activate()
+    agents = testing.activeRegistration(queue, uuid.uuid4())
     conn.transaction_manager.commit()
     with pytest.raises(AssertionError, match='dispatcher %s never became '
                        'dead' % agents.UUID):
         testing.wait_for_death(agents, timeout=0.05)
-    agents.last_ping = agents.activated = utils.now() - \
+    agents.last_ping.value = agents.activated = utils.now() - \
         datetime.timedelta(minutes=2)
     conn.transaction_manager.commit()
     testing.wait_for_death(agents, timeout=1)

@@ -108,9 +108,11 @@ def test_prune_unregisters_stopped_dispatchers_only(conn, queue, ticking,
     worker(conn)  # alive: kept
     registry = queue.dispatchers
     stopped = uuidmodule.uuid4()
-    registry.register(stopped)['main'] = Agent()
+    registry.register(stopped)
+    registry[stopped]['main'] = Agent()
     busy = uuidmodule.uuid4()
-    agents = registry.register(busy)
+    registry.register(busy)
+    agents = registry[busy]
     agents['main'] = Agent()
     agents.activate()
     conn.transaction_manager.commit()

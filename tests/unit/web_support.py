@@ -51,9 +51,8 @@ def worker(conn, queue='', size=3):
     target = conn.root()[KEY][queue]
     agents = target.dispatchers.get(WORKER)
     if agents is None:
-        agents = target.dispatchers.register(WORKER)
+        agents = testing.activeRegistration(target, WORKER)
         agents['main'] = Agent(size=size)
-        agents.activate()
         conn.transaction_manager.commit()
     return agents
 

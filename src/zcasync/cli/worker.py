@@ -133,7 +133,7 @@ def waitForPredecessor(conn, uuid, names):
     when one does (its pings advance)."""
     tm = conn.transaction_manager
     tm.begin()
-    busy = {name: agents.last_ping
+    busy = {name: agents.last_ping.value
             for name, agents in _records(conn, uuid, names).items()
             if agents.activated and not agents.dead}
     if not busy:
@@ -155,7 +155,7 @@ def waitForPredecessor(conn, uuid, names):
             agents = records.get(name)
             if agents is None or not agents.activated or agents.dead:
                 del busy[name]
-            elif agents.last_ping != stamp:
+            elif agents.last_ping.value != stamp:
                 tm.abort()
                 raise CommandError(clashMessage(uuid, name), EXIT_UUID_CLASH)
         tm.abort()
@@ -196,7 +196,8 @@ def setupDatabase(conn, uuid, names, agent_name, size, ping, death):
                     queue = queues[name] = Queue()
                 agents = queue.dispatchers.get(uuid)
                 if agents is None:
-                    agents = queue.dispatchers.register(uuid)
+                    queue.dispatchers.register(uuid)
+                    agents = queue.dispatchers[uuid]
                 if agents.ping_interval != ping:
                     agents.ping_interval = ping
                 if agents.ping_death_interval != death:

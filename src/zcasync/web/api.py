@@ -393,7 +393,13 @@ def jobDetail(job, now=None):
     parent = job.parent
     info['parent'] = jobSummary(parent, now) \
         if interfaces.IJob.providedBy(parent) else None
-    callbacks = list(job.callbacks)
+    callbacks = []
+    for callback in job.callbacks:
+        if interfaces.ICallbackProxy.providedBy(callback):
+            # addCallbacks(success, failure): both jobs of the proxy
+            callbacks.extend((callback.success, callback.failure))
+        else:
+            callbacks.append(callback)
     info['callbacks'] = [jobSummary(c, now) for c in callbacks]
     info['children'] = [jobSummary(c, now) for c in
                         _jobsIn(list(positional) + list(kwargs.values()))]
@@ -431,7 +437,7 @@ def agentInfo(agent, now, jobs=True):
 
 
 def dispatcherInfo(queue_name, agents, now, jobs=True):
-    last = agents.last_ping
+    last = agents.last_ping.value
     return {
         'queue': queue_name,
         'uuid': str(agents.UUID),

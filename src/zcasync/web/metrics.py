@@ -71,10 +71,11 @@ def gauges(root, now=None):
             dispatcher = str(uuid)
             values['zcasync_dispatcher_alive'].append(
                 ((name, dispatcher), 1 if state == 'alive' else 0))
-            if agents.last_ping is not None:
+            last = agents.last_ping.value
+            if last is not None:
                 values['zcasync_dispatcher_last_ping_age_seconds'].append(
                     ((name, dispatcher),
-                     (now - agents.last_ping).total_seconds()))
+                     (now - last).total_seconds()))
             for agent_name, agent in agents.items():
                 labels = (name, dispatcher, agent_name)
                 held = 0
