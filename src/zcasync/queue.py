@@ -35,7 +35,7 @@ import datetime
 import heapq
 import itertools
 from typing import (
-    TYPE_CHECKING, Any, Callable, Iterator, TypeVar, overload)
+    TYPE_CHECKING, Any, Callable, Iterator, TypeVar)
 import threading
 
 import BTrees.Length
@@ -147,7 +147,7 @@ class JobTree(BTrees.OOBTree.OOBTree):
 
 
 @zope.interface.implementer(interfaces.IQueues)
-class Queues(persistent.Persistent):
+class Queues(utils.StoredMapping, persistent.Persistent):
     """name -> Queue, stored at ``root[zcasync.interfaces.KEY]``."""
 
     def __init__(self):
@@ -187,25 +187,6 @@ class Queues(persistent.Persistent):
         if name not in self._data:
             self[name] = queue
         return self._data[name]
-
-    def __contains__(self, name):
-        return name in self._data
-
-    def __iter__(self):
-        return iter(self._data.keys())
-
-    def keys(self) -> list[str]:
-        return list(self._data.keys())
-
-    def values(self) -> list[Queue]:
-        return list(self._data.values())
-
-    def items(self) -> list[tuple[str, Queue]]:
-        return list(self._data.items())
-
-    def __len__(self) -> int:
-        return len(self._data)
-
 
 @zope.interface.implementer(interfaces.IQuota)
 class Quota(persistent.Persistent):
@@ -281,7 +262,7 @@ class Quota(persistent.Persistent):
             self.name, len(self), self._size)
 
 
-class Quotas(persistent.Persistent):
+class Quotas(utils.StoredMapping, persistent.Persistent):
     """The quotas of one queue: name -> Quota."""
 
     parent: Any = None
@@ -306,27 +287,6 @@ class Quotas(persistent.Persistent):
         queue = self.parent
         if quota._waiting and queue is not None:
             queue._unblockAll(quota)  # no limit any more
-
-    def __getitem__(self, name):
-        return self._data[name]
-
-    def get(self, name, default=None):
-        return self._data.get(name, default)
-
-    def __contains__(self, name):
-        return name in self._data
-
-    def __iter__(self):
-        return iter(self._data.keys())
-
-    def keys(self):
-        return list(self._data.keys())
-
-    def values(self):
-        return list(self._data.values())
-
-    def __len__(self):
-        return len(self._data)
 
     def _reserve(self, job):
         """Take room for `job` in each of its quotas: None; or the first
@@ -358,7 +318,6 @@ class Quotas(persistent.Persistent):
                 if quota.filled:
                     return quota
         return None
-
 
 @zope.interface.implementer(interfaces.IQueue)
 class Queue(UniqueKeys, ParkedJobs, BlockedJobs, persistent.Persistent):

@@ -44,7 +44,7 @@ from zcasync.interfaces import NEW, ACTIVE, CALLBACKS, COMPLETED
 
 
 @zope.interface.implementer(interfaces.IDispatcherAgents)
-class DispatcherAgents(persistent.Persistent):
+class DispatcherAgents(utils.StoredMapping, persistent.Persistent):
     """agent name -> Agent, for one dispatcher in one queue.
 
     ``parent`` is the queue (records stored before this was so have the
@@ -52,6 +52,8 @@ class DispatcherAgents(persistent.Persistent):
     ``queue``).  ``last_ping`` is a max register (``zope.minmax.Maximum``,
     as in zc.async): read and write its ``value``; concurrent pings resolve
     to the latest."""
+
+    _mapped = '_agents'
 
     parent = None
     activated = None
@@ -113,30 +115,6 @@ class DispatcherAgents(persistent.Persistent):
                 'them or deactivate the dispatcher first' % (name, len(agent)))
         del self._agents[name]
         agent.parent = None
-
-    def __getitem__(self, name):
-        return self._agents[name]
-
-    def get(self, name, default=None):
-        return self._agents.get(name, default)
-
-    def __contains__(self, name):
-        return name in self._agents
-
-    def __iter__(self):
-        return iter(self._agents.keys())
-
-    def keys(self):
-        return list(self._agents.keys())
-
-    def values(self):
-        return list(self._agents.values())
-
-    def items(self):
-        return list(self._agents.items())
-
-    def __len__(self):
-        return len(self._agents)
 
     # -- life cycle ------------------------------------------------------
 
@@ -206,8 +184,7 @@ class DispatcherAgents(persistent.Persistent):
         return '<zcasync.registry.DispatcherAgents %s %s>' % (
             self.UUID, 'activated' if self.activated else 'deactivated')
 
-
-class Dispatchers(persistent.Persistent):
+class Dispatchers(utils.StoredMapping, persistent.Persistent):
     """UUID -> DispatcherAgents for one queue (``queue.dispatchers``)."""
 
     parent = None
@@ -234,30 +211,6 @@ class Dispatchers(persistent.Persistent):
         zope.event.notify(interfaces.DispatcherUnregistered(agents))
         agents.parent = None
         return agents
-
-    def __getitem__(self, uuid):
-        return self._data[uuid]
-
-    def get(self, uuid, default=None):
-        return self._data.get(uuid, default)
-
-    def __contains__(self, uuid):
-        return uuid in self._data
-
-    def __iter__(self):
-        return iter(self._data.keys())
-
-    def keys(self):
-        return list(self._data.keys())
-
-    def values(self):
-        return list(self._data.values())
-
-    def items(self):
-        return list(self._data.items())
-
-    def __len__(self):
-        return len(self._data)
 
     def ping(self, uuid, isDead=None):
         """Record that dispatcher `uuid` is alive, then check the next one

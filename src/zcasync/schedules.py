@@ -285,7 +285,7 @@ class Schedule(persistent.Persistent):
             self.name, when, ' (paused)' if self.paused else '')
 
 
-class Schedules(persistent.Persistent):
+class Schedules(utils.StoredMapping, persistent.Persistent):
     """The schedules of one queue: name -> Schedule."""
 
     parent: typing.Any = None
@@ -323,30 +323,6 @@ class Schedules(persistent.Persistent):
         return schedule
 
     __delitem__ = remove
-
-    def __getitem__(self, name):
-        return self._data[name]
-
-    def get(self, name, default=None):
-        return self._data.get(name, default)
-
-    def __contains__(self, name):
-        return name in self._data
-
-    def __iter__(self):
-        return iter(self._data.keys())
-
-    def keys(self):
-        return list(self._data.keys())
-
-    def values(self):
-        return list(self._data.values())
-
-    def items(self):
-        return list(self._data.items())
-
-    def __len__(self):
-        return len(self._data)
 
     def fire(self, queue=None, now=None):
         """Put a job for each due tick of each schedule (in the caller's

@@ -308,3 +308,39 @@ def safeLog(logger, level, msg, *args, **kw):
 
 def formatException():
     return ''.join(__import__('traceback').format_exception(*sys.exc_info()))
+
+
+class StoredMapping:
+    """The read half of the mappings zcasync stores (queues, quotas,
+    dispatcher registrations, agents, schedules): a BTree kept in the
+    attribute named by ``_mapped``.  Keys come sorted; ``keys``,
+    ``values`` and ``items`` return lists (as zc.async's did)."""
+
+    _mapped = '_data'
+
+    def _mapping(self):
+        return getattr(self, self._mapped)
+
+    def __getitem__(self, key):
+        return self._mapping()[key]
+
+    def get(self, key, default=None):
+        return self._mapping().get(key, default)
+
+    def __contains__(self, key):
+        return key in self._mapping()
+
+    def __iter__(self):
+        return iter(self._mapping().keys())
+
+    def keys(self):
+        return list(self._mapping().keys())
+
+    def values(self):
+        return list(self._mapping().values())
+
+    def items(self):
+        return list(self._mapping().items())
+
+    def __len__(self):
+        return len(self._mapping())
