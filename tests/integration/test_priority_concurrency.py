@@ -5,7 +5,6 @@ moves due scheduled jobs, and two claims of one job still conflict."""
 import datetime
 
 import pytest
-import transaction
 import ZODB.POSException
 
 from zcasync import interfaces, utils
@@ -17,34 +16,6 @@ from test_queue_concurrency import checkTree
 
 def double(value):
     return value * 2
-
-
-class Side:
-
-    def __init__(self, db):
-        self.tm = transaction.TransactionManager()
-        self.conn = db.open(transaction_manager=self.tm)
-        self.tm.begin()
-
-    @property
-    def queue(self):
-        return self.conn.root()[interfaces.KEY]['']
-
-    def close(self):
-        self.tm.abort()
-        self.conn.close()
-
-
-@pytest.fixture
-def sides(db):
-    opened = []
-
-    def open_():
-        opened.append(Side(db))
-        return opened[-1]
-    yield open_
-    for side in opened:
-        side.close()
 
 
 def setUp(sides, pending, scheduled=0, due_in=3600):

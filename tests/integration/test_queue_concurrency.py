@@ -16,6 +16,8 @@ from zcasync.interfaces import ASSIGNED, COMPLETED
 from zcasync.job import Job
 from zcasync.queue import Queue, Queues
 
+from conftest import Side
+
 FIRST, SECOND = uuid.UUID(int=1), uuid.UUID(int=2)
 
 
@@ -29,43 +31,6 @@ def onlyOne(job):
 
 def onlyTwo(job):
     return job.args[0] == 2
-
-
-class Side:
-    """One connection (think: one process) with its own transaction
-    manager."""
-
-    def __init__(self, db):
-        self.tm = transaction.TransactionManager()
-        self.conn = db.open(transaction_manager=self.tm)
-        self.tm.begin()
-
-    @property
-    def queue(self):
-        return self.conn.root()[interfaces.KEY]['']
-
-    def agent(self, uid):
-        return self.queue.dispatchers[uid]['main']
-
-    def commit(self):
-        self.tm.commit()
-
-    def close(self):
-        self.tm.abort()
-        self.conn.close()
-
-
-@pytest.fixture
-def sides(db):
-    opened = []
-
-    def open_():
-        side = Side(db)
-        opened.append(side)
-        return side
-    yield open_
-    for side in opened:
-        side.close()
 
 
 def onlyPositive(job):

@@ -17,24 +17,10 @@ def double(value):
     return value * 2
 
 
-class Side:
-
-    def __init__(self, db):
-        self.tm = transaction.TransactionManager()
-        self.conn = db.open(transaction_manager=self.tm)
-        self.tm.begin()
-
-    @property
-    def queue(self):
-        return self.conn.root()[interfaces.KEY]['']
-
-    def close(self):
-        self.tm.abort()
-        self.conn.close()
-
-
 @pytest.fixture
-def sides(db):
+def uniqueQueue(db):
+    """The primary queue, with 50 jobs holding unique keys around the
+    ones the tests use."""
     tm = transaction.TransactionManager()
     conn = db.open(transaction_manager=tm)
     conn.root()[interfaces.KEY] = Queues()
@@ -44,14 +30,6 @@ def sides(db):
                                             unique_key='other-%02d' % i)
     tm.commit()
     conn.close()
-    opened = []
-
-    def open_():
-        opened.append(Side(db))
-        return opened[-1]
-    yield open_
-    for side in opened:
-        side.close()
 
 
 def putUntilCommitted(side, key, value):
@@ -64,7 +42,8 @@ def putUntilCommitted(side, key, value):
 
 @pytest.mark.parametrize('stale', [False, True], ids=['new key',
                                                       'key freed'])
-def test_two_concurrent_puts_of_one_key_end_with_one_job(sides, stale):
+def test_two_concurrent_puts_of_one_key_end_with_one_job(uniqueQueue, sides,
+                                                       stale):
     if stale:
         # the key was held by a job that has completed since
         setup = sides()
@@ -91,7 +70,7 @@ def test_two_concurrent_puts_of_one_key_end_with_one_job(sides, stale):
     assert len(queue) == 51
 
 
-def test_concurrent_puts_of_different_keys_both_commit(sides):
+def test_concurrent_puts_of_different_keys_both_commit(uniqueQueue, sides):
     one, two = sides(), sides()
     a = one.queue.put(Job(double, 1), unique_key='other-10a')
     b = two.queue.put(Job(double, 2), unique_key='other-10b')
