@@ -48,7 +48,8 @@ from tests.chaos import chaosjobs
 from tests.chaos import invariants
 from tests.chaos.invariants import (
     Run, Fault, JobState, KILL, STOP, ZEO_RESTART, PG_TERMINATE, POISON)
-from tests.processes.conftest import (
+from tests.processes.conftest import (  # noqa: F401 (Unavailable, ...)
+    Unavailable, throwawayPostgres,
     Client, Processes, ZEOServer, zcasync, postgresReachable, POLL, PING,
     DEATH)
 
@@ -113,39 +114,6 @@ class RunLog:
         return sorted((Run(n, pid, run, begin, self.ends.get((n, pid, run)))
                        for (n, pid, run), begin in self.begins.items()),
                       key=lambda r: r.begin)
-
-
-class Unavailable(Exception):
-    """What a variant needs is not there (the reason says what)."""
-
-
-@contextlib.contextmanager
-def throwawayPostgres():
-    """The URI of a new history-free RelStorage database on
-    127.0.0.1:5432, dropped afterwards; Unavailable when PostgreSQL or
-    RelStorage is not there."""
-    if not postgresReachable():
-        raise Unavailable('PostgreSQL is not reachable on 127.0.0.1:5432 '
-                          '(the RelStorage variant needs a server with trust '
-                          'auth for user postgres)')
-    try:
-        import psycopg2
-        import relstorage  # noqa: F401
-    except ImportError as e:
-        raise Unavailable('RelStorage/psycopg2 not installed: %s' % e)
-    name = 'zcasync_chaos_%s' % uuidmodule.uuid4().hex[:12]
-    admin = psycopg2.connect(host='127.0.0.1', port=5432, user='postgres',
-                             dbname='postgres')
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute('CREATE DATABASE %s' % name)
-        yield 'postgres://postgres@127.0.0.1:5432/%s?keep_history=false' % (
-            name)
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute('DROP DATABASE IF EXISTS %s WITH (FORCE)' % name)
-        admin.close()
 
 
 class ChaosRun:

@@ -73,7 +73,7 @@ def main(argv=None):
                     kinds=kinds, seed=seed, out=out)
     try:
         if args.storage == 'postgres':
-            with throwawayPostgres() as uri:
+            with throwawayPostgres('zcasync_chaos') as uri:
                 report = ChaosRun(directory, 'postgres', uri,
                                   **settings).run()
         else:

@@ -45,7 +45,7 @@ def test_chaos_zeo(tmp_path):
 def postgres():
     """The URI of a throw-away RelStorage database (skip without one)."""
     try:
-        with throwawayPostgres() as uri:
+        with throwawayPostgres('zcasync_chaos') as uri:
             yield uri
     except Unavailable as e:
         pytest.skip(str(e))

@@ -11,6 +11,7 @@ teardown, so a failing test shows them.
 Timing: workers poll every 0.3 s, ping every 0.5 s and are dead after
 2.5 s without a ping, so a crash is recovered within a few seconds.
 """
+import contextlib
 import os
 import select
 import signal
@@ -205,31 +206,52 @@ def postgresReachable():
         return False
 
 
-@pytest.fixture
-def postgres():
-    """The URI of a throw-away history-free RelStorage database, dropped
-    at teardown."""
+class Unavailable(Exception):
+    """What a variant needs is not there (the reason says what)."""
+
+
+@contextlib.contextmanager
+def throwawayPostgres(prefix='zcasync_test'):
+    """The URI of a new history-free RelStorage database on
+    127.0.0.1:5432, dropped afterwards; Unavailable when PostgreSQL or
+    RelStorage is not there."""
     if not postgresReachable():
-        pytest.skip('PostgreSQL is not reachable on 127.0.0.1:5432 (these '
-                    'tests need a server with trust auth for user postgres)')
+        raise Unavailable('PostgreSQL is not reachable on 127.0.0.1:5432 '
+                          '(the RelStorage variant needs a server with trust '
+                          'auth for user postgres)')
     try:
         import psycopg2
         import relstorage  # noqa: F401
     except ImportError as e:
-        pytest.skip('RelStorage/psycopg2 not installed: %s' % e)
-    name = 'zcasync_test_%s' % uuidmodule.uuid4().hex[:12]
+        raise Unavailable('RelStorage/psycopg2 not installed: %s' % e)
+    name = '%s_%s' % (prefix, uuidmodule.uuid4().hex[:12])
     admin = psycopg2.connect(host='127.0.0.1', port=5432, user='postgres',
                              dbname='postgres')
     admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute('CREATE DATABASE %s' % name)
     try:
+        with admin.cursor() as cursor:
+            cursor.execute('CREATE DATABASE %s' % name)
         yield 'postgres://postgres@127.0.0.1:5432/%s?keep_history=false' % (
             name)
     finally:
         with admin.cursor() as cursor:
             cursor.execute('DROP DATABASE IF EXISTS %s WITH (FORCE)' % name)
         admin.close()
+
+
+@pytest.fixture
+def postgres():
+    """The URI of a throw-away history-free RelStorage database, dropped
+    at teardown."""
+    try:
+        databases = throwawayPostgres()
+        uri = databases.__enter__()
+    except Unavailable as e:
+        pytest.skip(str(e))
+    try:
+        yield uri
+    finally:
+        databases.__exit__(None, None, None)
 
 
 class Client:
