@@ -7,6 +7,8 @@ from benchmarks import dashboard_bench, support
 ZCASYNC, HUEY, PROCRASTINATE = 'zcasync', 'huey', 'procrastinate'
 #: how the table names each reference system
 REFERENCE_NAMES = {HUEY: 'huey', PROCRASTINATE: 'Procrastinate'}
+#: the section that measures each reference system
+REFERENCE_SECTIONS = {HUEY: 'huey', PROCRASTINATE: 'procrastinate'}
 #: requirements a section may lack (``Results.skip``)
 POSTGRES = 'postgres'
 
@@ -147,13 +149,11 @@ def rows(sizes):
     """Every line of the table, grouped by storage; each storage's commit
     ceiling comes first in its group: it bounds the figures below it."""
     small, large = sizes.scale_small, sizes.scale_large
-    pg = dict(section='postgres', needs=POSTGRES)
-    pgref = dict(pg, reference=(PROCRASTINATE, None))
 
-    def versus(key, **kw):
-        values = dict(pgref, **kw)
-        values['reference'] = (PROCRASTINATE, key)
-        return values
+    def versus(key):
+        """A PostgreSQL row compared with Procrastinate's `key`."""
+        return dict(section='postgres', needs=POSTGRES,
+                    reference=(PROCRASTINATE, key))
     blocked = '{:,}'.format(sizes.blocked)
     claim_rows = []
     for kind, what in (('quota', 'quota-blocked jobs'),
@@ -306,7 +306,7 @@ def _loadsCell(results, row):
     return '%s / %s' % (_number(empty, 0), _number(behind, 0))
 
 
-def _referenceCell(results, row, sections):
+def _referenceCell(results, row):
     system, key = row.reference
     name = REFERENCE_NAMES[system]
     if system in results.skipped:
@@ -317,14 +317,23 @@ def _referenceCell(results, row, sections):
     return '-' if text == '-' else '%s %s' % (name, text)
 
 
+def shown(row, sections):
+    """Whether `row` belongs in a table of `sections` (None: all): its
+    section or its reference's ran."""
+    if sections is None or row.section in sections:
+        return True
+    return row.reference is not None and \
+        REFERENCE_SECTIONS[row.reference[0]] in sections
+
+
 def table(results, sizes, verdicts, sections=None):
-    """The table of the rows whose section ran (all when `sections` is
-    None); skipped rows say why below it."""
+    """The table of the rows whose section (or reference) ran; skipped
+    rows say why below it."""
     lines = [('figure', 'zcasync', 'reference', 'zcasync/ref', 'unit',
               'target')]
     notes = {}
     for row in rows(sizes):
-        if sections is not None and row.section not in sections:
+        if not shown(row, sections):
             continue
         reason = results.skipped.get(row.needs) if row.needs else None
         if reason is not None:
@@ -336,7 +345,7 @@ def table(results, sizes, verdicts, sections=None):
             value = cell(results, ZCASYNC, row.key, row.decimals)
         reference = factor = ''
         if row.reference is not None:
-            reference = _referenceCell(results, row, sections)
+            reference = _referenceCell(results, row)
             if row.reference[0] in results.skipped:
                 notes[row.reference[0]] = results.skipped[row.reference[0]]
             value_ratio = ratio(results, row)

@@ -112,8 +112,8 @@ def zeo(ctx):
 def ceilings(ctx):
     """Each storage's own commit ceiling (see ``ceilings.py``)."""
     import ZODB
+    import ZODB.FileStorage
     from benchmarks import ceilings as ceiling, pg_bench, zeo_bench
-    from benchmarks.zcasync_bench import CountingFileStorage
     seconds = ctx.sizes.ceiling_seconds
     reason = pg_bench.unavailable()
     if reason is not None:
@@ -121,8 +121,8 @@ def ceilings(ctx):
     for run in range(ctx.runs):
         figures = {}
         directory = ctx.newDirectory('ceiling-fs')
-        db = ZODB.DB(CountingFileStorage(os.path.join(directory,
-                                                      'Data.fs')))
+        db = ZODB.DB(ZODB.FileStorage.FileStorage(
+            os.path.join(directory, 'Data.fs')))
         try:
             for threads in (1, 4):
                 figures['ceiling fs %d' % threads] = ceiling.threads(

@@ -33,7 +33,7 @@ class Sizes:
     dashboard_requests: int = 20        # timed requests per URL
     bulk_jobs: int = 20_000      # enqueue, fill_batch jobs per commit
     ceiling_seconds: float = 3.0  # each commit-ceiling measurement
-    pg_jobs: int = 5_000         # enqueue and drain on PostgreSQL
+    pg_jobs: int = 2_000         # enqueue and drain on PostgreSQL
     pg_bulk_jobs: int = 10_000   # enqueue on PostgreSQL, fill_batch per commit
     blocked: int = 20_000        # jobs ahead of the claimed one (claim cost)
     claims_cold: int = 3         # timed claims with an empty cache, per run
