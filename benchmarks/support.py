@@ -44,7 +44,7 @@ FULL = Sizes()
 QUICK = Sizes(jobs=500, latency_jobs=20, rss_jobs=2_000, scale_small=1_000,
               scale_large=10_000, scale_ops=200, dashboard_completed=5_000,
               dashboard_pending=1_000, dashboard_requests=5, bulk_jobs=2_000,
-              ceiling_seconds=0.5, pg_jobs=200, pg_bulk_jobs=2_000,
+              ceiling_seconds=0.5, pg_jobs=100, pg_bulk_jobs=2_000,
               blocked=2_000, claims_cold=2, claims_warm=3)
 
 
