@@ -203,7 +203,7 @@ def liveLatency(directory, sizes, count, gap=0.3):
     from zcasync.job import Job
     cluster = Cluster(directory, 0, sizes)
     with cluster:
-        dashboard = Dashboard(directory, 'zeo://%s:%d' % cluster.address)
+        dashboard = Dashboard(directory, cluster.uri)
         try:
             conn = http.client.HTTPConnection('127.0.0.1', dashboard.port,
                                               timeout=60)

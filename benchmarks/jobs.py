@@ -4,6 +4,7 @@ They live in an importable module (``benchmarks.jobs``) because jobs store
 their callable by reference: worker processes load it with ``--import
 benchmarks.jobs`` and the repository root on ``PYTHONPATH``.
 """
+import threading
 import time
 
 
@@ -16,3 +17,32 @@ def started():
     inside the job): the latency benchmark compares it with the time its
     put committed."""
     return time.time()
+
+
+def tagged(tag):
+    """A no-op with an argument, for agent filters (see ``onlyMine``)."""
+
+
+def onlyMine(job):
+    """An agent filter: only jobs whose first argument is 'mine'."""
+    return bool(job.args) and job.args[0] == 'mine'
+
+
+# events that ``block`` jobs wait for, by name (in-process only)
+_releases = {}
+_releases_lock = threading.Lock()
+
+
+def _release(name):
+    with _releases_lock:
+        return _releases.setdefault(name, threading.Event())
+
+
+def block(name, timeout=600.0):
+    """Run until ``release(name)`` is called in this process (at most
+    `timeout` seconds): a job that holds its quota while it runs."""
+    _release(name).wait(timeout)
+
+
+def release(name):
+    _release(name).set()

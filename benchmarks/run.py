@@ -18,9 +18,8 @@ import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-SECTIONS = ('inprocess', 'latency', 'scale', 'priority', 'zeo', 'rss',
-            'dashboard',
-            'huey')
+SECTIONS = ('inprocess', 'latency', 'scale', 'priority', 'zeo', 'ceilings',
+            'claim', 'postgres', 'procrastinate', 'rss', 'dashboard', 'huey')
 
 
 def parseArguments(argv):
@@ -75,15 +74,20 @@ def header(args, sizes, machine):
             machine.get('memory GB', '?'), machine['python'],
             machine['implementation'], machine['platform'], load or '?'),
         'versions: %s' % versions,
-        'sizes: {:,} jobs per enqueue and drain; {:,} latency jobs; queue '
-        'scale at {:,} and {:,} pending ({:,} puts and claims); RSS over '
-        '{:,} jobs (one run); agent and worker size {}; poll_interval '
-        '{:g} s; dashboard with {:,} completed and {:,} pending jobs, {} '
-        'requests per URL'.format(
-            sizes.jobs, sizes.latency_jobs, sizes.scale_small,
-            sizes.scale_large, sizes.scale_ops, sizes.rss_jobs, sizes.size,
-            sizes.poll_interval, sizes.dashboard_completed,
-            sizes.dashboard_pending, sizes.dashboard_requests),
+        'sizes: {:,} jobs per enqueue and drain ({:,} in bulk); {:,} '
+        'latency jobs; queue scale at {:,} and {:,} pending ({:,} puts and '
+        'claims); RSS over {:,} jobs (one run); agent and worker size {}; '
+        'poll_interval {:g} s; dashboard with {:,} completed and {:,} '
+        'pending jobs, {} requests per URL; commit ceilings over {:g} s; '
+        'PostgreSQL: {:,} jobs per enqueue and drain ({:,} in bulk); claims '
+        'behind {:,} jobs ({} cold and {} warm per run)'.format(
+            sizes.jobs, sizes.bulk_jobs, sizes.latency_jobs,
+            sizes.scale_small, sizes.scale_large, sizes.scale_ops,
+            sizes.rss_jobs, sizes.size, sizes.poll_interval,
+            sizes.dashboard_completed, sizes.dashboard_pending,
+            sizes.dashboard_requests, sizes.ceiling_seconds, sizes.pg_jobs,
+            sizes.pg_bulk_jobs, sizes.blocked, sizes.claims_cold,
+            sizes.claims_warm),
         'each figure: median of %d run(s)%s' % (
             args.runs, ' [min-max]' if args.runs > 1 else ''),
     ]
@@ -130,7 +134,8 @@ def main(argv=None):
             shutil.rmtree(workdir, ignore_errors=True)
     wall = time.monotonic() - started
     lines = header(args, sizes, machine)
-    lines += ['', report.table(results, sizes, verdicts=not args.quick), '']
+    lines += ['', report.table(results, sizes, verdicts=not args.quick,
+                               sections=args.sections), '']
     lines.append('wall time: %.1f s' % wall)
     for name, error in results.errors:
         lines.append('ERROR in %s: %s' % (name, error))

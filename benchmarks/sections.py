@@ -8,7 +8,7 @@ import sys
 import tempfile
 
 from benchmarks import support
-from benchmarks.report import HUEY, ZCASYNC
+from benchmarks.report import HUEY, POSTGRES, PROCRASTINATE, ZCASYNC
 from benchmarks.support import BenchmarkError
 
 
@@ -42,9 +42,9 @@ def inprocess(ctx):
         for key, value in figures.items():
             ctx.add(key, value)
         ctx.progress('in-process run %d/%d: enqueue %.0f/s, drain %.0f/s, '
-                     '%.2f commits per job', run + 1, ctx.runs,
-                     figures['enqueue'], figures['drain'],
-                     figures['commits per job'])
+                     '%.2f commits per job, bulk enqueue %.0f/s', run + 1,
+                     ctx.runs, figures['enqueue'], figures['drain'],
+                     figures['commits per job'], figures['bulk enqueue'])
 
 
 def latency(ctx):
@@ -107,6 +107,183 @@ def zeo(ctx):
                                  '%.1f ms', run + 1, ctx.runs,
                                  support.percentile(values, 0.5),
                                  support.percentile(values, 0.99))
+
+
+def ceilings(ctx):
+    """Each storage's own commit ceiling (see ``ceilings.py``)."""
+    import ZODB
+    import ZODB.FileStorage
+    from benchmarks import ceilings as ceiling, pg_bench, zeo_bench
+    seconds = ctx.sizes.ceiling_seconds
+    reason = pg_bench.unavailable()
+    if reason is not None:
+        ctx.results.skip(POSTGRES, reason)
+    for run in range(ctx.runs):
+        figures = {}
+        directory = ctx.newDirectory('ceiling-fs')
+        db = ZODB.DB(ZODB.FileStorage.FileStorage(
+            os.path.join(directory, 'Data.fs')))
+        try:
+            for threads in (1, 4):
+                figures['ceiling fs %d' % threads] = ceiling.threads(
+                    db, threads, seconds)
+        finally:
+            db.close()
+        directory = ctx.newDirectory('ceiling-zeo')
+        commands = ctx.commands.setdefault('ceilings', [])
+        server = zeo_bench.ZEOServer(directory, commands).start()
+        try:
+            import ZEO
+            db = ZEO.DB(server.address, wait_timeout=30)
+            try:
+                for processes in (1, 3):
+                    figures['ceiling zeo %d' % processes] = \
+                        ceiling.processes(db, 'zeo://%s:%d' % server.address,
+                                          processes, seconds, directory,
+                                          commands)
+            finally:
+                db.close()
+        finally:
+            server.stop()
+        if reason is None:
+            with pg_bench.throwawayDatabase('ceiling') as name:
+                db = pg_bench.openRelStorage(name)
+                try:
+                    for threads in (1, 2, 4):
+                        figures['ceiling pg %d' % threads] = \
+                            ceiling.threads(db, threads, seconds)
+                finally:
+                    db.close()
+        for key, value in figures.items():
+            ctx.add(key, value)
+        ctx.progress('commit ceilings run %d/%d: %s', run + 1, ctx.runs,
+                     ', '.join('%s %.0f/s' % (key[8:], value)
+                               for key, value in figures.items()))
+
+
+def claim(ctx):
+    """One claim behind ``blocked`` jobs it passes over, against the same
+    claim on an empty queue (see ``claim_bench.py``)."""
+    from benchmarks import claim_bench
+    for kind in ('quota', 'filter'):
+        medians = {}
+        for blocked, name in ((0, 'empty'), (ctx.sizes.blocked, 'blocked')):
+            scene = claim_bench.ClaimScene(
+                ctx.newDirectory('claim-%s-%s' % (kind, name)), kind,
+                blocked, ctx.sizes)
+            try:
+                for run in range(ctx.runs):
+                    figures = scene.measure()
+                    for state, values in figures.items():
+                        ms = support.median([v[0] for v in values])
+                        loads = support.median([v[1] for v in values])
+                        ctx.add('claim %s %s %s' % (kind, name, state), ms)
+                        ctx.add('claim %s %s loads %s' % (kind, name, state),
+                                loads)
+                        medians.setdefault((name, state), []).append(ms)
+            finally:
+                scene.close()
+        for state in ('cold', 'warm'):
+            for empty, behind in zip(medians['empty', state],
+                                     medians['blocked', state]):
+                ctx.add('claim %s ratio %s' % (kind, state), behind / empty)
+        ctx.progress(
+            'claim behind %d %s: %s', ctx.sizes.blocked, kind, ', '.join(
+                '%s %s %.1f ms' % (name, state, support.median(values))
+                for (name, state), values in sorted(medians.items())))
+
+
+def postgres(ctx):
+    """zcasync on a history-free RelStorage/PostgreSQL: in-process enqueue,
+    drain and bulk enqueue; latency; 3 worker processes.  Each on a
+    throwaway database with the NOTIFY trigger installed."""
+    from zcasync import pgnotify
+    from benchmarks import pg_bench, zcasync_bench, zeo_bench
+    reason = pg_bench.unavailable()
+    if reason is not None:
+        ctx.results.skip(POSTGRES, reason)
+        ctx.progress('PostgreSQL benchmarks skipped: %s', reason)
+        return
+    sizes = ctx.sizes
+
+    def openDB(name):
+        db = pg_bench.openRelStorage(name)  # creates RelStorage's tables
+        pgnotify.installTrigger(pg_bench.dsn(name))
+        return db
+    from benchmarks import ceilings as ceiling
+    for run in range(ctx.runs):
+        with pg_bench.throwawayDatabase('zcasync') as name:
+            # the one-thread commit ceiling right before the enqueue, on
+            # the same database (the machine's load changes by the
+            # minute), before the trigger is installed: the storage's own
+            db = pg_bench.openRelStorage(name)
+            try:
+                paired = ceiling.threads(db, 1, sizes.ceiling_seconds)
+                pgnotify.installTrigger(pg_bench.dsn(name))
+            except BaseException:
+                db.close()
+                raise
+            figures = zcasync_bench.enqueueAndDrain(
+                None, sizes, db=db, count=sizes.pg_jobs,
+                bulk_count=sizes.pg_bulk_jobs, what='PostgreSQL in-process')
+        for key in ('enqueue', 'drain', 'bulk enqueue'):
+            ctx.add('pg ' + key, figures[key])
+        ctx.add('pg enqueue ceiling', paired)
+        ctx.add('pg enqueue of ceiling', 100 * figures['enqueue'] / paired)
+        with pg_bench.throwawayDatabase('zcasync_latency') as name:
+            values = zcasync_bench.latency(None, sizes, db=openDB(name),
+                                           what='PostgreSQL latency')
+        _latencies(ctx, 'pg latency', values)
+        with pg_bench.throwawayDatabase('zcasync_workers') as name:
+            # the trigger is installed as soon as the database exists,
+            # before the workers start
+            cluster = zeo_bench.Cluster(
+                ctx.newDirectory('pg3'), 3, sizes, uri=pg_bench.uri(name),
+                openDB=lambda: openDB(name))
+            with cluster:
+                ctx.commands['postgres 3'] = cluster.commands
+                rate, heard = cluster.drain(sizes.pg_jobs)
+        ctx.add('pg drain 3', rate)
+        ctx.progress('PostgreSQL run %d/%d: 1-thread ceiling %.0f/s, '
+                     'enqueue %.0f/s, bulk enqueue %.0f/s, drain in-process '
+                     '%.0f/s, 3 worker processes %.0f/s, latency p50 '
+                     '%.1f ms', run + 1, ctx.runs, paired,
+                     figures['enqueue'], figures['bulk enqueue'],
+                     figures['drain'], rate,
+                     support.percentile(values, 0.5))
+
+
+def procrastinate(ctx):
+    """The PostgreSQL reference (see ``procrastinate_bench.py``)."""
+    from benchmarks import pg_bench, procrastinate_bench as bench
+    reason = pg_bench.unavailable()
+    if reason is not None:
+        ctx.results.skip(POSTGRES, reason)
+        ctx.results.skip(PROCRASTINATE, reason)
+        ctx.progress('Procrastinate skipped: %s', reason)
+        return
+    reason = bench.unavailable()
+    if reason is not None:
+        ctx.results.skip(PROCRASTINATE, reason)
+        ctx.progress('Procrastinate skipped: %s', reason)
+        return
+    sizes = ctx.sizes
+    for run in range(ctx.runs):
+        enqueue = bench.enqueue(sizes.pg_jobs)
+        drain = bench.drainInProcess(sizes.pg_jobs, sizes.size)
+        drain3 = bench.drainProcesses(
+            sizes.pg_jobs, 3, sizes.size, ctx.newDirectory('procrastinate'),
+            ctx.commands.setdefault('procrastinate 3', []))
+        values = bench.latency(sizes.latency_jobs, sizes.idle_gap,
+                               sizes.size)
+        ctx.add('enqueue', enqueue, PROCRASTINATE)
+        ctx.add('drain', drain, PROCRASTINATE)
+        ctx.add('drain 3', drain3, PROCRASTINATE)
+        _latencies(ctx, 'latency', values, PROCRASTINATE)
+        ctx.progress('Procrastinate run %d/%d: enqueue %.0f/s, drain '
+                     'in-process %.0f/s, 3 processes %.0f/s, latency p50 '
+                     '%.1f ms', run + 1, ctx.runs, enqueue, drain, drain3,
+                     support.percentile(values, 0.5))
 
 
 def rss(ctx):
@@ -214,6 +391,7 @@ def dashboard(ctx):
 
 
 ORDER = [('inprocess', inprocess), ('latency', latency), ('scale', scale),
-         ('priority', priority),
-         ('zeo', zeo), ('rss', rss), ('dashboard', dashboard),
-         ('huey', huey)]
+         ('priority', priority), ('zeo', zeo), ('ceilings', ceilings),
+         ('claim', claim), ('postgres', postgres),
+         ('procrastinate', procrastinate), ('rss', rss),
+         ('dashboard', dashboard), ('huey', huey)]

@@ -31,12 +31,21 @@ class Sizes:
     dashboard_completed: int = 100_000  # completed jobs the dashboard shows
     dashboard_pending: int = 10_000
     dashboard_requests: int = 20        # timed requests per URL
+    bulk_jobs: int = 20_000      # enqueue, fill_batch jobs per commit
+    ceiling_seconds: float = 3.0  # each commit-ceiling measurement
+    pg_jobs: int = 2_000         # enqueue and drain on PostgreSQL
+    pg_bulk_jobs: int = 10_000   # enqueue on PostgreSQL, fill_batch per commit
+    blocked: int = 20_000        # jobs ahead of the claimed one (claim cost)
+    claims_cold: int = 3         # timed claims with an empty cache, per run
+    claims_warm: int = 5         # timed claims with a warm cache, per run
 
 
 FULL = Sizes()
 QUICK = Sizes(jobs=500, latency_jobs=20, rss_jobs=2_000, scale_small=1_000,
               scale_large=10_000, scale_ops=200, dashboard_completed=5_000,
-              dashboard_pending=1_000, dashboard_requests=5)
+              dashboard_pending=1_000, dashboard_requests=5, bulk_jobs=2_000,
+              ceiling_seconds=0.5, pg_jobs=100, pg_bulk_jobs=2_000,
+              blocked=2_000, claims_cold=2, claims_warm=3)
 
 
 # --- waiting ---------------------------------------------------------------
@@ -116,22 +125,24 @@ def zcasyncCommand():
     return [sys.executable, '-m', 'zcasync']
 
 
-def childEnvironment():
+def childEnvironment(extra=None):
     env = dict(os.environ)
+    env.update(extra or {})
     paths = [ROOT] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep)
                       if p]
     env['PYTHONPATH'] = os.pathsep.join(paths)
     return env
 
 
-def spawn(command, log_path, stdout=None):
+def spawn(command, log_path, stdout=None, stdin=None, env=None):
     """Start a child process with stderr (and stdout unless given) in
-    `log_path`."""
+    `log_path`; `env`: variables added to this process's environment."""
     log = open(log_path, 'ab')
     try:
         return subprocess.Popen(
             command, stdout=stdout or log, stderr=log,
-            stdin=subprocess.DEVNULL, env=childEnvironment(), cwd=ROOT,
+            stdin=stdin or subprocess.DEVNULL, env=childEnvironment(env),
+            cwd=ROOT,
             preexec_fn=_dieWithParent if _PRCTL is not None else None)
     finally:
         log.close()
@@ -187,7 +198,8 @@ def machineInfo():
         pass
     versions = {}
     from importlib import metadata
-    for name in ('zcasync', 'ZODB', 'ZEO', 'Twisted', 'huey'):
+    for name in ('zcasync', 'ZODB', 'ZEO', 'RelStorage', 'Twisted', 'huey',
+                 'procrastinate'):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -31,10 +31,13 @@ AGENT = 'main'
 
 class CountingFileStorage(ZODB.FileStorage.FileStorage):
     """Counts finished transactions and stored object records (both run
-    under the storage's commit lock)."""
+    under the storage's commit lock), and the object records loaded by
+    the thread named in ``counting`` (a thread ident, or None)."""
 
     commits = 0
     stores = 0
+    loads = 0
+    counting = None
 
     def tpc_finish(self, *args, **kw):
         self.commits += 1
@@ -43,6 +46,17 @@ class CountingFileStorage(ZODB.FileStorage.FileStorage):
     def store(self, *args, **kw):
         self.stores += 1
         return super().store(*args, **kw)
+
+    # connections load through ZODB's MVCC adapter, which calls loadBefore
+    def loadBefore(self, *args, **kw):
+        if self.counting == threading.get_ident():
+            self.loads += 1
+        return super().loadBefore(*args, **kw)
+
+    def load(self, *args, **kw):
+        if self.counting == threading.get_ident():
+            self.loads += 1
+        return super().load(*args, **kw)
 
 
 class LogWatch(logging.Handler):
@@ -78,14 +92,19 @@ class LogWatch(logging.Handler):
 
 
 class Database:
-    """A FileStorage database with the primary queue, used from this
-    thread through ``conn``/``tm``."""
+    """A FileStorage database in `directory` (or the open ZODB.DB `db`)
+    with the primary queue, used from this thread through ``conn``/``tm``.
+    """
 
-    def __init__(self, directory):
+    def __init__(self, directory=None, db=None):
         zcasync.configure.base()
-        self.storage = CountingFileStorage(
-            os.path.join(directory, 'Data.fs'))
-        self.db = ZODB.DB(self.storage)
+        if db is None:
+            self.storage = CountingFileStorage(
+                os.path.join(directory, 'Data.fs'))
+            db = ZODB.DB(self.storage)
+        else:
+            self.storage = db.storage
+        self.db = db
         self.tm = transaction.TransactionManager()
         self.conn = self.db.open(transaction_manager=self.tm)
         root = self.conn.root()
@@ -161,46 +180,70 @@ def newUUID():
     return uuid.uuid1()
 
 
-def enqueueAndDrain(directory, sizes):
-    """Put `sizes.jobs` no-op jobs one commit each (no dispatcher
-    running), then drain them with an idle dispatcher whose agent was held
-    at size 0.  Returns the figures of this run."""
-    data = Database(directory)
+def enqueueAndDrain(directory, sizes, db=None, count=None,
+                    bulk_count=None, what='in-process'):
+    """Put `count` (default ``sizes.jobs``) no-op jobs one commit each (no
+    dispatcher running), then drain them with an idle dispatcher whose
+    agent was held at size 0; then put `bulk_count` jobs (default
+    ``sizes.bulk_jobs``), ``sizes.fill_batch`` per commit.  On a FileStorage
+    in `directory`, or on the open ZODB.DB `db` (closed at the end).
+    Returns the figures of this run (commits and objects stored per job
+    only on the FileStorage)."""
+    data = Database(directory, db)
     dispatcher = None
+    count = count or sizes.jobs
     try:
         me = newUUID()
         agent = data.addAgent(me, 0)
         queue, tm = data.queue, data.tm
-        count = sizes.jobs
         start = time.perf_counter()
         for i in range(count):
             queue.put(Job(jobs.noop))
             tm.commit()
         enqueue = count / (time.perf_counter() - start)
 
+        counting = isinstance(data.storage, CountingFileStorage)
         dispatcher = InProcessDispatcher(data.db, me, sizes.poll_interval)
         with LogWatch() as log:
             dispatcher.start()
             data.setSize(agent, sizes.size)   # the jobs are released here
             start = time.perf_counter()
-            commits, stores = data.storage.commits, data.storage.stores
-            end = waitFor(lambda: log.check('in-process drain') or
-                          data.completed(agent), count, 'in-process drain')
-            commits = data.storage.commits - commits
-            stores = data.storage.stores - stores
+            if counting:
+                commits, stores = data.storage.commits, data.storage.stores
+            end = waitFor(lambda: log.check(what + ' drain') or
+                          data.completed(agent), count, what + ' drain')
+            if counting:
+                commits = data.storage.commits - commits
+                stores = data.storage.stores - stores
             dispatcher.stop()
-            log.check('in-process drain')
+            log.check(what + ' drain')
         data.tm.begin()
         if len(queue) or len(agent):
-            raise BenchmarkError('drain left %d queued and %d held jobs'
-                                 % (len(queue), len(agent)))
-        return {'enqueue': enqueue, 'drain': count / (end - start),
-                'commits per job': commits / count,
-                'objects stored per job': stores / count}
+            raise BenchmarkError('%s drain left %d queued and %d held jobs'
+                                 % (what, len(queue), len(agent)))
+        figures = {'enqueue': enqueue, 'drain': count / (end - start)}
+        if counting:
+            figures['commits per job'] = commits / count
+            figures['objects stored per job'] = stores / count
+        figures['bulk enqueue'] = bulkEnqueue(
+            data, bulk_count or sizes.bulk_jobs, sizes.fill_batch)
+        return figures
     finally:
         if dispatcher is not None:
             dispatcher.stop()
         data.close()
+
+
+def bulkEnqueue(data, count, batch):
+    """Jobs per second putting `count` no-op jobs, `batch` per commit."""
+    queue, tm = data.queue, data.tm
+    tm.begin()
+    start = time.perf_counter()
+    for first in range(0, count, batch):
+        for i in range(min(batch, count - first)):
+            queue.put(Job(jobs.noop))
+        tm.commit()
+    return count / (time.perf_counter() - start)
 
 
 def waitForResult(tm, job, what, timeout=30.0, interval=0.001):
@@ -232,9 +275,10 @@ def measureLatency(queue, tm, count, gap, what):
     return latencies
 
 
-def latency(directory, sizes):
-    """Latencies (ms) on an idle in-process dispatcher."""
-    data = Database(directory)
+def latency(directory, sizes, db=None, what='in-process latency'):
+    """Latencies (ms) on an idle in-process dispatcher, on a FileStorage in
+    `directory` or on the open ZODB.DB `db` (closed at the end)."""
+    data = Database(directory, db)
     dispatcher = None
     try:
         me = newUUID()
@@ -243,9 +287,9 @@ def latency(directory, sizes):
         with LogWatch() as log:
             dispatcher.start()
             result = measureLatency(data.queue, data.tm, sizes.latency_jobs,
-                                    sizes.idle_gap, 'in-process latency')
+                                    sizes.idle_gap, what)
             dispatcher.stop()
-            log.check('in-process latency')
+            log.check(what)
         return result
     finally:
         if dispatcher is not None:

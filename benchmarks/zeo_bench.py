@@ -23,13 +23,62 @@ from benchmarks.zcasync_bench import AGENT, measureLatency
 _SERVING = re.compile(r'serving .* on (\S+):(\d+)\s*$', re.M)
 
 
-class Cluster:
-    """A ZEO server and `workers` worker processes in `directory`."""
+class ZEOServer:
+    """``zcasync server`` on a FileStorage in `directory`, on a free port
+    of 127.0.0.1 (``address`` once started)."""
 
-    def __init__(self, directory, workers, sizes):
+    def __init__(self, directory, commands=None):
+        self.directory = directory
+        self.commands = commands if commands is not None else []
+        self.process = None
+        self.address = None
+
+    def start(self):
+        log = os.path.join(self.directory, 'server.log')
+        command = support.zcasyncCommand() + [
+            'server', '--db', 'file://' + os.path.join(self.directory,
+                                                       'Data.fs'),
+            '--address', '127.0.0.1:0', '--log-level', 'WARNING']
+        self.commands.append(command)
+        self.process = support.spawn(command, log)
+
+        def serving():
+            if self.process.poll() is not None:
+                with open(log, errors='replace') as f:
+                    tail = f.read()[-2000:]
+                raise BenchmarkError('the ZEO server exited with code %s:\n%s'
+                                     % (self.process.returncode, tail))
+            with open(log, errors='replace') as f:
+                return _SERVING.search(f.read())
+        try:
+            support.waitUntil(serving, 'the ZEO server never listened', 60)
+        except BaseException:
+            self.stop()
+            raise
+        with open(log, errors='replace') as f:
+            host, port = _SERVING.search(f.read()).groups()
+        self.address = (host, int(port))
+        return self
+
+    @property
+    def pid(self):
+        return self.process.pid
+
+    def stop(self):
+        if self.process is not None:
+            support.stop(self.process, 30)
+
+
+class Cluster:
+    """`workers` worker processes in `directory`, on a ZEO server of their
+    own, or on the database `uri` names (``openDB()`` opens it here)."""
+
+    def __init__(self, directory, workers, sizes, uri=None, openDB=None):
         self.directory = directory
         self.count = workers
         self.sizes = sizes
+        self.uri = uri
+        self.openDB = openDB
         self.server = None
         self.workers = []
         self.db = None
@@ -41,8 +90,12 @@ class Cluster:
     # -- life cycle ------------------------------------------------------
 
     def start(self):
-        self._startServer()
-        self.db = ZEO.DB(self.address, wait_timeout=30)
+        if self.uri is None:
+            self.server = ZEOServer(self.directory, self.commands).start()
+            self.uri = 'zeo://%s:%d' % self.server.address
+            self.db = ZEO.DB(self.server.address, wait_timeout=30)
+        else:
+            self.db = self.openDB()
         self._watch = invalidations.watch(self.db, self._heard)
         self.tm = transaction.TransactionManager()
         self.conn = self.db.open(transaction_manager=self.tm)
@@ -60,24 +113,6 @@ class Cluster:
                        for agents in self.queue.dispatchers.values()]
         return self
 
-    def _startServer(self):
-        log = os.path.join(self.directory, 'server.log')
-        command = support.zcasyncCommand() + [
-            'server', '--db', 'file://' + os.path.join(self.directory,
-                                                       'Data.fs'),
-            '--address', '127.0.0.1:0', '--log-level', 'WARNING']
-        self.commands.append(command)
-        self.server = support.spawn(command, log)
-
-        def serving():
-            self._checkAlive(self.server, 'the ZEO server', log)
-            with open(log, errors='replace') as f:
-                return _SERVING.search(f.read())
-        support.waitUntil(serving, 'the ZEO server never listened', 60)
-        with open(log, errors='replace') as f:
-            host, port = _SERVING.search(f.read()).groups()
-        self.address = (host, int(port))
-
     def _heard(self, oids, committing_instance):
         if committing_instance is None:  # a commit made elsewhere
             self.heard += 1
@@ -87,7 +122,7 @@ class Cluster:
 
     def _startWorker(self, i):
         command = support.zcasyncCommand() + [
-            'worker', '--db', 'zeo://%s:%d' % self.address,
+            'worker', '--db', self.uri,
             '--size', str(self.sizes.size),
             '--poll-interval', '%g' % self.sizes.poll_interval,
             '--import', 'benchmarks.jobs',
@@ -144,7 +179,7 @@ class Cluster:
             except Exception as e:
                 problems.append('closing the client: %s' % e)
         if self.server is not None:
-            support.stop(self.server, 30)
+            self.server.stop()
         if problems:
             raise BenchmarkError('; '.join(problems))
 
