@@ -22,6 +22,7 @@ emptied first (``conn.cacheMinimize()``: every object is loaded from the
 storage again, as by a new connection); *warm*: right after the previous
 claim, whose objects are still in the cache (one untimed claim first).
 """
+import datetime
 import threading
 import time
 
@@ -68,6 +69,9 @@ class ClaimScene:
             tm.commit()
             self.dispatcher = InProcessDispatcher(
                 data.db, holder, self.sizes.poll_interval)
+            # it holds the quota; it must not claim ahead the jobs the
+            # measured claims are for
+            self.dispatcher.dispatcher.prefetch = 0
             self.dispatcher.start()
 
             def running():
@@ -76,7 +80,12 @@ class ClaimScene:
                 return blocker.status == ACTIVE
             support.waitUntil(running, 'the quota-holding job never ran', 60)
             self.blocker = blocker
-        registration = queue.dispatchers.register(newUUID())
+        claimant = newUUID()
+        queue.dispatchers.register(claimant)
+        registration = queue.dispatchers[claimant]
+        # a claimant that never pings, yet must look alive to claim
+        registration.ping_death_interval = datetime.timedelta(days=1)
+        registration.activate()
         registration[CLAIMANT] = Agent(
             filter=jobs.onlyMine if self.kind == 'filter' else None,
             size=1_000_000)

@@ -30,6 +30,7 @@ import zope.interface
 from zcasync import interfaces
 from zcasync import utils
 from zcasync.queue import JobTree
+from zcasync.queueextras import RefusedKeys
 
 if TYPE_CHECKING:
     from zcasync.job import Job
@@ -49,8 +50,8 @@ def _completedPrefix(when):
 _PRUNE_BATCH = 20
 
 
-#: (database, agent oid, agent serial) -> keys its filter refused
-_REFUSED: dict[tuple, set] = {}
+#: (database, agent oid, agent serial) -> RefusedKeys
+_REFUSED: dict[tuple, Any] = {}
 
 
 def _token(job):
@@ -345,22 +346,20 @@ class Agent(persistent.Persistent):
             self._add(job)
         return job
 
-    #: how many refused keys an agent remembers (see ``_refused``)
-    REFUSED_LIMIT = 100000
-
     def _refused(self):
-        """The queue keys this agent's filter refused, remembered by this
-        process for this version of the agent (another filter is another
-        version), so that a claim does not load again the jobs meant for
-        other agents.  A filter is taken to depend on the job alone."""
+        """What this agent's filter refused in its queue
+        (``zcasync.queueextras.RefusedKeys``), remembered by this process
+        for this version of the agent (another filter is another
+        version), so that claims jump over the jobs meant for other
+        agents.  A filter is taken to depend on the job alone."""
         if self.filter is None or self._p_oid is None:
             return None
         version = (utils.databaseName(self), self._p_oid, self._p_serial)
         refused = _REFUSED.get(version)
-        if refused is None or len(refused) > self.REFUSED_LIMIT:
+        if refused is None:
             for key in [k for k in _REFUSED if k[:2] == version[:2]]:
                 del _REFUSED[key]  # an older version of this agent
-            refused = _REFUSED[version] = set()
+            refused = _REFUSED[version] = RefusedKeys()
         return refused
 
     def claimAhead(self, count):

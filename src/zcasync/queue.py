@@ -57,7 +57,8 @@ from zcasync.queuekeys import (  # noqa: F401 (part of this module's API)
     checkUnique, dueKey, scheduledKey, keyTime, promotedKey, timeBound, legacyBound,
     legacyToScheduled)
 from zcasync.treemerge import EMPTIED, FIRST_DELETED, mergeBuckets
-from zcasync.queueextras import UniqueKeys, ParkedJobs, BlockedJobs
+from zcasync.queueextras import (
+    UniqueKeys, ParkedJobs, BlockedJobs, RefusedKeys)
 
 if TYPE_CHECKING:
     from zcasync.job import Job, RetryPolicyFactory
@@ -328,6 +329,8 @@ class Queue(UniqueKeys, ParkedJobs, BlockedJobs, persistent.Persistent):
     # added after queues were first stored: the class defaults serve
     # queues stored before (their trees are created on first use)
     _scheduled = None
+    #: a count of keys put before the due tree's end (see _putInDue)
+    _reorders = None
     _unique = None
     _schedules = None
     #: queue key -> (job, reason, when): jobs set aside (see ``_park``)
@@ -339,6 +342,7 @@ class Queue(UniqueKeys, ParkedJobs, BlockedJobs, persistent.Persistent):
 
     def __init__(self):
         self._jobs = JobTree()
+        self._reorders = BTrees.Length.Length(0)
         self._scheduled = JobTree()
         self._unique = JobTree()
         self._length = BTrees.Length.Length(0)
@@ -441,7 +445,7 @@ class Queue(UniqueKeys, ParkedJobs, BlockedJobs, persistent.Persistent):
                          _putMicros(now), token)
             blocker = self.quotas._blocker(job) if job.quota_names else None
             if blocker is None:
-                self._jobs[key] = job
+                self._putInDue(key, job)
             else:
                 self._block(key, job, blocker, move=False)
         job._queue_key = key
@@ -452,6 +456,21 @@ class Queue(UniqueKeys, ParkedJobs, BlockedJobs, persistent.Persistent):
     @staticmethod
     def _newTree():
         return JobTree()
+
+    def _reorderCount(self):
+        """How many times a key went into the due tree before its last key
+        (see ``RefusedKeys``)."""
+        return self._reorders() if self._reorders is not None else 0
+
+    def _putInDue(self, key, job):
+        """Put `job` under `key` in the due tree, counting a key that does
+        not go at its end."""
+        tree = self._jobs
+        if tree and key < tree.maxKey():
+            if self._reorders is None:
+                self._reorders = BTrees.Length.Length(0)
+            self._reorders.change(1)
+        tree[key] = job
 
     def _scheduledTree(self):
         if self._scheduled is None:
@@ -642,11 +661,11 @@ class Queue(UniqueKeys, ParkedJobs, BlockedJobs, persistent.Persistent):
             if tree is self._jobs:  # legacy (priority 0): wait for its time
                 self._scheduledTree()[legacyToScheduled(key, 0)] = job
             else:
-                self._jobs[promotedKey(key)] = job
+                self._putInDue(promotedKey(key), job)
 
     def claim(self, filter: Callable[[Job], bool] | None = None,
               default: Any = None, front: bool = False,
-              refused: set[bytes] | None = None) -> Job | Any:
+              refused: RefusedKeys | None = None) -> Job | Any:
         """The first due job that `filter` accepts and whose quotas have
         room, removed from the queue; `default` when there is none (or
         the queue is paused).  Due jobs come by priority, then time.
@@ -655,22 +674,28 @@ class Queue(UniqueKeys, ParkedJobs, BlockedJobs, persistent.Persistent):
         fails it with TimeoutError is returned in its place.  A job this
         process cannot run is parked on the way (see parked jobs).  With
         `front`, only the first due job is considered: `default` if it does
-        not fit (no walk past it).  `refused`: a set of keys the caller's
-        `filter` refused before (skipped without loading their jobs), to
-        which this claim adds the keys it refuses.
+        not fit (no walk past it).  `refused`: what the caller's `filter`
+        refused before (``RefusedKeys``: jumped over without loading their
+        jobs), to which this claim adds what it refuses.
         """
         if self.paused:
             return default
         now = utils.now()
         self._promote(utils.toMicros(now))
         self._unblock()
+        if refused is not None:
+            refused.check(self._reorderCount())
         after = None  # resume the walk after a job set aside
+        previous = None  # the last key visited, if refused
         while True:
             kw: dict[str, Any] = {} if after is None else {
                 'min': after, 'excludemin': True}
             for key, job in self._jobs.items(**kw):
-                if refused is not None and key in refused:
-                    continue
+                if refused is not None:
+                    end = refused.jump(key)
+                    if end is not None:
+                        after = previous = end
+                        break  # go on after the run
                 problem = jobmodule.loadProblem(job)
                 if problem is not None:
                     self._park(key, job, problem)
@@ -680,8 +705,10 @@ class Queue(UniqueKeys, ParkedJobs, BlockedJobs, persistent.Persistent):
                     if front:
                         return default
                     if refused is not None:
-                        refused.add(key)
+                        refused.add(key, previous)
+                        previous = key
                     continue
+                previous = None
                 if job.begin_by is not None and \
                         job.begin_after + job.begin_by < now:
                     return self._timedOut(job, now)

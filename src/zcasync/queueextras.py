@@ -1,7 +1,8 @@
-"""Three parts of a ``zcasync.queue.Queue`` that are about particular
-jobs: unique keys, parked jobs, and jobs waiting for quota room (base
-classes of ``Queue``; no persistent class lives here, the data stays on
-the queue and its quotas).
+"""Parts of a ``zcasync.queue.Queue`` that are about particular jobs:
+unique keys, parked jobs, jobs waiting for quota room (base classes of
+``Queue``; no persistent class lives here, the data stays on the queue and
+its quotas), and what an agent's filter refused (``RefusedKeys``, kept in
+memory by each process).
 """
 import itertools
 import logging
@@ -131,7 +132,7 @@ class ParkedJobs:
             raise LookupError('%s is not parked in queue %r'
                               % (_describeOid(job), self.name))
         del self._parked[key]
-        self._jobs[key] = job
+        self._putInDue(key, job)
         self._length.change(1)
         self.puts.change(1)
 
@@ -177,9 +178,50 @@ class BlockedJobs:
             if room <= 0:
                 continue
             for key in list(itertools.islice(waiting.keys(), room)):
-                self._jobs[key] = waiting.pop(key)
+                self._putInDue(key, waiting.pop(key))
 
     def _unblockAll(self, quota):
         for key, job in list(quota._waiting.items()):
-            self._jobs[key] = job
+            self._putInDue(key, job)
         quota._waiting.clear()
+
+
+class RefusedKeys:
+    """The keys of a queue's due tree that one agent's filter refused, as
+    one process remembers them: runs of keys that were consecutive in the
+    tree and all refused, so that a claim jumps over a run (one lookup)
+    instead of walking it -- jobs meant for other agents then cost this
+    agent's claims nothing, whatever their number.
+
+    A run stays true while keys are only appended after it; an insertion
+    before the end of the tree (a put back, a higher priority, a job that
+    came due or found room in its quota) bumps the queue's reorder count
+    (``Queue._reorderCount``), and the runs are forgotten."""
+
+    LIMIT = 100000  # runs kept at most
+
+    def __init__(self):
+        self.ends = {}  # first key of a run -> its last key
+        self.starts = {}  # last key of a run -> its first key
+        self.reorders = None
+
+    def check(self, reorders):
+        """Forget every run when the queue's keys were reordered since."""
+        if reorders != self.reorders or len(self.ends) > self.LIMIT:
+            self.ends.clear()
+            self.starts.clear()
+            self.reorders = reorders
+
+    def jump(self, key):
+        """The last key of the run starting at `key`, or None."""
+        return self.ends.get(key)
+
+    def add(self, key, previous):
+        """`key` was refused; `previous`, the key visited just before it
+        (None if that was not refused), ends a run it extends."""
+        start = self.starts.pop(previous, None) if previous is not None \
+            else None
+        if start is None:
+            start = key
+        self.ends[start] = key
+        self.starts[key] = start

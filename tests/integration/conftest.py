@@ -1,10 +1,8 @@
 """Fixtures of the integration tier (dispatchers, threads, reactors, and
 several connections to one FileStorage playing several processes)."""
 import pytest
-import transaction
 
-from zcasync import interfaces
-
+from sides import Side
 from test_dispatcher_support import Capture, resetJobState
 
 
@@ -23,30 +21,6 @@ def capture():
     handler = Capture().install()
     yield handler
     handler.uninstall()
-
-
-class Side:
-    """One connection (think: one process) with its own transaction
-    manager."""
-
-    def __init__(self, db):
-        self.tm = transaction.TransactionManager()
-        self.conn = db.open(transaction_manager=self.tm)
-        self.tm.begin()
-
-    @property
-    def queue(self):
-        return self.conn.root()[interfaces.KEY]['']
-
-    def agent(self, uid):
-        return self.queue.dispatchers[uid]['main']
-
-    def commit(self):
-        self.tm.commit()
-
-    def close(self):
-        self.tm.abort()
-        self.conn.close()
 
 
 @pytest.fixture

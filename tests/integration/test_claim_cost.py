@@ -2,6 +2,7 @@
 refused by an agent's filter, cost a claim nothing -- counted in objects
 loaded from the storage by a claim from a cold connection (every load is
 a round trip over ZEO or PostgreSQL), whatever is queued in front."""
+import datetime
 import threading
 import uuid
 
@@ -17,6 +18,7 @@ from zcasync.job import Job
 from zcasync.queue import Queue, Queues
 
 WORKER = uuid.UUID(int=7)
+SECOND = datetime.timedelta(seconds=1)
 
 
 class CountingStorage(ZODB.FileStorage.FileStorage):
@@ -194,4 +196,65 @@ def test_jobs_a_filter_refused_are_not_loaded_again(storage):
     finally:
         tm.abort()
         conn.close()
-    assert first[1] > 2000 and second[1] < 200, (first, second)
+    # the refused jobs form one run the second claim jumps over: not even
+    # the tree's buckets in between are loaded
+    assert first[1] > 2000 and second[1] < 20, (first, second)
+
+
+def test_a_job_put_among_refused_ones_is_still_found(storage):
+    """Runs of refused keys hold while keys are only appended; a put back
+    or a higher priority lands inside a run: the runs are forgotten."""
+    from zcasync.queueextras import RefusedKeys
+    fill(storage, refused=300)
+    tm = transaction.TransactionManager()
+    conn = storage.db.open(transaction_manager=tm)
+    try:
+        queue = conn.root()[KEY]['']
+        agent = queue.dispatchers[WORKER]['picky']
+        mine = agent.claimJob()
+        assert mine.args[0] == 'mine'
+        tm.commit()
+        refused = agent._refused()
+        assert isinstance(refused, RefusedKeys) and len(refused.ends) == 1
+        # a high-priority job for this agent lands before the refused ones
+        urgent = queue.put(Job(work, 'mine'), priority=10)
+        later = queue.put(Job(work, 'mine'))  # appended: no reordering
+        tm.commit()
+        assert agent.claimJob() is urgent
+        assert agent.claimJob() is later
+        tm.commit()
+    finally:
+        tm.abort()
+        conn.close()
+
+
+def test_a_job_coming_due_inside_a_refused_run_is_found(storage, clock):
+    """A scheduled job coming due takes its place by its due time: among
+    refused jobs put after it was scheduled.  The run of refused keys it
+    lands in must not be jumped over."""
+    tm = transaction.TransactionManager()
+    conn = storage.db.open(transaction_manager=tm)
+    try:
+        queues = conn.root()[KEY] = Queues()
+        queue = queues[''] = Queue()
+        agents = testing.activeRegistration(queue, WORKER)
+        agents['picky'] = Agent(size=1000, filter=refuseOthers)
+        start = clock.now
+        scheduled = queue.put(Job(work, 'mine'),
+                              begin_after=start + 150 * SECOND)
+        for i in range(300):
+            clock.advance(1)
+            queue.put(Job(work, 'theirs'))
+        tm.commit()
+        agents.ping_death_interval = 1000 * SECOND
+        agent = agents['picky']
+        clock.now = start + 120 * SECOND
+        assert agent.claimJob() is None  # builds the run of refused keys
+        tm.commit()
+        assert len(agent._refused().ends) == 1
+        clock.now = start + 200 * SECOND
+        assert agent.claimJob() is scheduled
+        tm.commit()
+    finally:
+        tm.abort()
+        conn.close()

@@ -16,7 +16,7 @@ from zcasync.interfaces import ASSIGNED, COMPLETED
 from zcasync.job import Job
 from zcasync.queue import Queue, Queues
 
-from conftest import Side
+from sides import Side
 
 FIRST, SECOND = uuid.UUID(int=1), uuid.UUID(int=2)
 
