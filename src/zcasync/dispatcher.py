@@ -108,10 +108,14 @@ class Dispatcher(QueuePolls):
 
     #: Seconds ``deactivate()`` waits for worker threads to finish.
     join_timeout = 5.0
-    #: Jobs claimed ahead per agent, as a multiple of its size (see
-    #: ``zcasync.polling``): the claims of a poll serve several jobs, and
-    #: each job then costs one commit.  0 claims only for idle threads.
-    prefetch_factor = 8
+    #: Jobs claimed ahead per agent (see ``zcasync.polling``): at most
+    #: ``prefetch_factor`` times its size, and no more than its threads run
+    #: in ``prefetch_window`` seconds (from the runs' recent durations), so
+    #: that the claims of one poll serve many short jobs (each then costs
+    #: one commit) while long jobs are left for other processes to take.
+    #: 0 claims only for idle threads.
+    prefetch_factor = 20
+    prefetch_window = 0.5
 
     def __init__(self, db: ZODB.DB, reactor: Any = None,
                  poll_interval: float = 5,
@@ -387,11 +391,16 @@ class Dispatcher(QueuePolls):
         seconds = getattr(self.reactor, 'seconds', None)
         return seconds() if seconds is not None else time.time()
 
-    def prefetchFor(self, size):
-        """How many jobs to claim ahead for an agent of `size`."""
+    def prefetchFor(self, size, duration=None):
+        """How many jobs to claim ahead for an agent of `size` whose runs
+        took `duration` seconds lately (None: not known yet)."""
         if self.prefetch is not None:
             return self.prefetch
-        return self.prefetch_factor * size
+        most = self.prefetch_factor * size
+        if duration is None:
+            return size  # until the runs tell how long jobs take
+        return min(most, int(size * self.prefetch_window /
+                             max(duration, 1e-4)))
 
     @property
     def claiming(self):

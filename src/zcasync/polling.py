@@ -221,7 +221,7 @@ class QueuePolls:
         """Jobs to claim beyond the agent's size, for its threads to start
         as they free up (each in the commit that ends their previous job):
         refilled in batches, when half the buffer is used."""
-        prefetch = self.prefetchFor(agent.size)
+        prefetch = self.prefetchFor(agent.size, pool.duration)
         buffered = pool.buffered()
         claimAhead = getattr(agent, 'claimAhead', None)
         if not prefetch or claimAhead is None or buffered > prefetch // 2:

@@ -71,6 +71,8 @@ class AgentThreadPool:
         self._finished = []  # job ids whose runs ended: to settle
         self.idle = 0  # threads waiting for work
         self.running = {}  # thread ident -> Run
+        #: how long runs take lately (seconds, a moving average), or None
+        self.duration = None
 
     def setSize(self, size):
         with self._lock:
@@ -149,10 +151,14 @@ class AgentThreadPool:
             if back is not None and not self.closed:
                 self._buffer.appendleft(back)
 
-    def finished(self, job_id):
-        """A run ended here: its job's bookkeeping is the next poll's."""
+    def finished(self, job_id, seconds=None):
+        """A run ended here (after `seconds`): its job's bookkeeping is the
+        next poll's."""
         with self._lock:
             self._finished.append(job_id)
+            if seconds is not None:
+                self.duration = seconds if self.duration is None else \
+                    0.8 * self.duration + 0.2 * seconds
             return len(self._finished)
 
     def takeFinished(self):
@@ -384,12 +390,12 @@ class Runner:
         reconcile soon."""
         self.dispatcher._reconcileSoon()
 
-    def _ended(self, pool, job_id):
+    def _ended(self, pool, job_id, seconds=None):
         """A run ended: its agent's bookkeeping waits for the next poll;
         poll soon when the pool runs short of work, or when completions
         pile up."""
-        count = pool.finished(job_id)
-        prefetch = self.dispatcher.prefetchFor(pool.size)
+        count = pool.finished(job_id, seconds)
+        prefetch = self.dispatcher.prefetchFor(pool.size, pool.duration)
         if pool.buffered() <= prefetch // 2 or count >= max(prefetch, 1):
             self.dispatcher._settleSoon()
 
@@ -487,11 +493,12 @@ class Runner:
         following = []
         threadlocal.setRunHooks(
             lambda job: self._startNext(job, conn, tm, pool, following))
+        started = time.monotonic()
         try:
             self._perform(conn, tm, run, pool)
         finally:
             threadlocal.setRunHooks()
-            self._ended(pool, run.job_id)
+            self._ended(pool, run.job_id, time.monotonic() - started)
         return following[0] if following else None
 
     def _perform(self, conn, tm, run, pool):
