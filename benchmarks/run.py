@@ -104,8 +104,12 @@ def main(argv=None):
     # and thread is stopped by the finally clauses on the way out
     signal.signal(signal.SIGTERM, _terminated)
     workdir = tempfile.mkdtemp(prefix='zcasync-bench-')
-    # importing zcasync reads (or creates) the instance UUID file
+    # a dispatcher reads (or creates) the instance UUID file
     os.environ['ZC_ASYNC_UUID'] = os.path.join(workdir, 'uuid.txt')
+    # jobs run in this process (filling databases) log their failures;
+    # the table is the output: keep them off the terminal
+    import logging
+    logging.getLogger('zcasync').addHandler(logging.NullHandler())
     if sys.path and os.path.abspath(sys.path[0] or '.') == HERE:
         sys.path[0] = ROOT
     elif ROOT not in sys.path:
