@@ -423,3 +423,9 @@ class IRetryPolicyFactory(zope.interface.Interface):
 
     def __call__(job):
         """Return an IRetryPolicy for job."""
+
+
+class DatabaseFormatError(Exception):
+    """The database holds data this version of zcasync cannot run on: a
+    zc.async database not yet migrated (``zcasync migrate``), or a format
+    newer than this code."""
