@@ -14,7 +14,7 @@ import urllib.parse
 
 from zcasync.cli import db as cli_db
 from zcasync.cli.common import (
-    CommandError, EXIT_FORMAT, EXIT_OK, importModules)
+    CommandError, EXIT_FORMAT, EXIT_IMPORT, EXIT_OK, importModules)
 
 
 def readOnlyURI(uri: str) -> str:
@@ -31,6 +31,12 @@ def readOnlyURI(uri: str) -> str:
 
 
 def runMigrate(args, stream=None, on_batch=None) -> int:
+    try:
+        import zodbupdate.serialize  # noqa: F401
+    except ImportError:
+        raise CommandError(
+            'zcasync migrate needs zodbupdate: pip install "zcasync[migrate]"',
+            EXIT_IMPORT) from None
     from zcasync.migrate import pipeline, python2
     stream = stream if stream is not None else sys.stdout
     report = pipeline.Report(stream)

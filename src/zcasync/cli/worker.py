@@ -39,7 +39,7 @@ import transaction
 
 from zcasync.cli.common import (
     CommandError, firstLine, setupLogging, importModules, EXIT_OK,
-    EXIT_USAGE, EXIT_UUID_CLASH)
+    EXIT_USAGE, EXIT_UUID_CLASH, EXIT_FORMAT)
 from zcasync.cli import db as cli_db
 
 log = logging.getLogger('zcasync.events')
@@ -169,6 +169,20 @@ def waitForPredecessor(conn, uuid, names):
         time.sleep(0.1)
 
 
+def checkDatabaseFormat(conn):
+    """CommandError (one line) when zcasync cannot use the database's
+    data: zc.async's, not migrated yet, or a newer zcasync format."""
+    from zcasync import interfaces, stable
+    tm = conn.transaction_manager
+    tm.begin()
+    try:
+        stable.checkFormat(conn.root())
+    except interfaces.DatabaseFormatError as e:
+        raise CommandError(str(e), EXIT_FORMAT) from None
+    finally:
+        tm.abort()
+
+
 def clashMessage(uuid, queue_name):
     return ('UUID %s is in use by another live process in queue %r: every '
             'worker needs its own UUID file (give each one --uuid-file '
@@ -265,6 +279,7 @@ class Worker:
         uuid = self.uuid = readWorkerUUID(uuid_path, source)
         self.conn = self.db.open(
             transaction_manager=transaction.TransactionManager())
+        checkDatabaseFormat(self.conn)
         waitForPredecessor(self.conn, uuid, self.names)
         setupDatabase(self.conn, uuid, self.names, args.agent, args.size,
                       args.ping_interval, args.ping_death_interval)

@@ -216,6 +216,6 @@ def agentsOf(queue: Any) -> list[Any]:
     found = []
     for registration in state(state(queue)['dispatchers'])['_data'].values():
         d = state(registration)
-        agents = d.get('_agents', d.get('_data'))
+        agents = d['_agents'] if '_agents' in d else d['_data']
         found.extend(agents.values())
     return found
