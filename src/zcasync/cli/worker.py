@@ -275,11 +275,16 @@ class Worker:
         import zcasync.configure
         zcasync.configure.base()
         self.db = cli_db.openDatabase(args.db, args.connect_timeout)
-        # the file (and its directory) only now that the worker can start
-        uuid = self.uuid = readWorkerUUID(uuid_path, source)
         self.conn = self.db.open(
             transaction_manager=transaction.TransactionManager())
-        checkDatabaseFormat(self.conn)
+        try:
+            checkDatabaseFormat(self.conn)
+        except CommandError:
+            self.conn.close()
+            self.db.close()
+            raise
+        # the file (and its directory) only now that the worker can start
+        uuid = self.uuid = readWorkerUUID(uuid_path, source)
         waitForPredecessor(self.conn, uuid, self.names)
         setupDatabase(self.conn, uuid, self.names, args.agent, args.size,
                       args.ping_interval, args.ping_death_interval)
