@@ -92,6 +92,11 @@ def _migrate(migration, report, dry_run) -> int:
         for oid, what, why in migration.problems:
             report.line('  oid %s: %s: %s' % (
                 int.from_bytes(oid, 'big') if oid else '?', what, why))
+    if after.legacy:
+        report.line('%d records still hold zc.async state but no zcasync '
+                    'object refers to them (not reachable from '
+                    'root[\'zc.async\']); packing the database removes '
+                    'them' % after.legacy)
     garbage = sum(after.replaced.values())
     if garbage:
         report.line('%d records of replaced zc.async objects are no longer '

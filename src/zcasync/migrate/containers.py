@@ -3,11 +3,12 @@ queue with its quotas and dispatcher registry, each dispatcher's
 agents -- converted in place (same oid, zcasync class and state).
 
 The contents that may be large are moved afterwards, in bounded batches
-(``zcasync.migrate.pipeline``): a converted queue keeps zc.async's pending
-jobs in ``_zcasync_legacy`` (its old ``_putback_queue``, ``_queue`` and
-``_held``) and an agent its old completed collection in
-``_zcasync_legacy_completed``, until ``movePending`` / ``moveCompleted``
-emptied them.  Jobs an agent holds (at most its size) move at once.
+(``zcasync.migrate.pipeline``): a converted queue keeps the list of
+zc.async's pending jobs in claim order (from its old ``_putback_queue``,
+``_queue`` and ``_held``) in ``_zcasync_legacy``, and an agent the jobs
+of its old completed collection in ``_zcasync_legacy_completed``, each
+with the count moved so far, until ``movePending`` / ``moveCompleted``
+moved them all.  Jobs an agent holds (at most its size) move at once.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import datetime
 from typing import Any, Iterator
 
 import BTrees.Length
+import persistent.list
 import persistent.mapping
 
 from zcasync.agent import CompletedJobs
@@ -117,9 +119,12 @@ def convertAgent(agent: Any, problems: Problems) -> bool:
     old_completed = d.get('completed')
     d['_jobs'] = JobTree()
     d['completed'] = CompletedJobs()
-    if old_completed is not None and \
-            isinstance(old_completed, legacy.Periodic):
-        d[LEGACY_COMPLETED] = old_completed
+    if isinstance(old_completed, legacy.Periodic):
+        # read once; each batch then writes only the count of those moved
+        kept = persistent.mapping.PersistentMapping()
+        kept['jobs'] = persistent.list.PersistentList(old_completed.jobs())
+        kept['moved'] = 0
+        d[LEGACY_COMPLETED] = kept
     agent._p_changed = True
     provideFilterAgent(agent)
     for job in held:
@@ -133,9 +138,12 @@ def convertQueue(queue: Any) -> bool:
     d = state(queue)
     if '_queue' not in d and '_held' not in d:
         return False
+    old = {name: d.pop(name, None)
+           for name in ('_putback_queue', '_queue', '_held')}
     kept = persistent.mapping.PersistentMapping()
-    for name in ('_putback_queue', '_queue', '_held'):
-        kept[name] = d.pop(name, None)
+    # the jobs in claim order, read once; each batch then writes only
+    # the count of those moved
+    kept['jobs'] = persistent.list.PersistentList(legacyPending(old))
     kept['moved'] = 0
     d.pop('_length', None)
     d['_jobs'] = JobTree()
@@ -152,7 +160,7 @@ def convertQueue(queue: Any) -> bool:
     return True
 
 
-def legacyPending(kept: Any) -> Iterator[tuple[bool, Any]]:
+def legacyPending(kept: dict) -> Iterator[tuple[bool, Any]]:
     """(front, job) of the jobs a zc.async queue held, in its claim
     order: put back first, then queued, then held for later."""
     for job in _items(kept.get('_putback_queue')):
@@ -174,19 +182,17 @@ def movePending(queue: Any, batch: int) -> tuple[int, bool]:
     if kept is None:
         return 0, True
     start = kept['moved']
-    moved = 0
-    for index, (front, job) in enumerate(legacyPending(kept)):
-        if index < start:
-            continue
-        if moved >= batch:
-            kept['moved'] = start + moved
-            return moved, False
+    jobs = kept['jobs']
+    chunk = jobs[start:start + batch]
+    for front, job in chunk:
         job.parent = None
         queue._insert(job, front=front)
-        moved += 1
+    if start + len(chunk) < len(jobs):
+        kept['moved'] = start + len(chunk)
+        return len(chunk), False
     del d[LEGACY_PENDING]
     queue._p_changed = True
-    return moved, True
+    return len(chunk), True
 
 
 def moveCompleted(agent: Any, batch: int) -> tuple[int, bool]:
@@ -197,15 +203,13 @@ def moveCompleted(agent: Any, batch: int) -> tuple[int, bool]:
     old = d.get(LEGACY_COMPLETED)
     if old is None:
         return 0, True
-    od = state(old)
-    start = od.get('_zcasync_moved', 0)
-    jobs = old.jobs()
+    start = old['moved']
+    jobs = old['jobs']
     chunk = jobs[start:start + batch]
     for job in chunk:
         agent.completed.add(job, keep=None)
     if start + len(chunk) < len(jobs):
-        od['_zcasync_moved'] = start + len(chunk)
-        old._p_changed = True
+        old['moved'] = start + len(chunk)
         return len(chunk), False
     del d[LEGACY_COMPLETED]
     agent._p_changed = True

@@ -114,10 +114,22 @@ def currentRecords(storage: Any, start: bytes = ZODB.utils.z64
             yield oid, tid, data
         return
     if not hasattr(storage, 'record_iternext'):
-        raise TypeError(
-            'cannot walk the records of %r: zcasync migrate needs a '
-            'FileStorage, a ZEO client or a storage with record_iternext'
-            % (storage,))
+        if not hasattr(storage, 'iterator'):
+            raise TypeError(
+                'cannot walk the records of %r: zcasync migrate needs a '
+                'storage that iterates its records (FileStorage, ZEO, '
+                'RelStorage, MappingStorage)' % (storage,))
+        # the whole history, keeping the newest record of each object
+        latest = {}
+        for txn in storage.iterator():
+            for record in txn:
+                if record.oid >= start:
+                    latest[record.oid] = (record.tid, record.data)
+        for oid in sorted(latest):
+            tid, data = latest[oid]
+            if data is not None:  # None: undone creation
+                yield oid, tid, data
+        return
     next_oid = start
     while next_oid is not None:
         oid, tid, data, next_oid = storage.record_iternext(next_oid)
