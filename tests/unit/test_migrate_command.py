@@ -6,6 +6,7 @@ import sys
 import types
 
 import persistent
+import persistent.mapping
 import pytest
 import transaction
 import ZODB
@@ -341,3 +342,52 @@ def test_migrated_datetimes_are_utc(fixture):
                 assert value.tzinfo is datetime.timezone.utc
     conn.close()
     db.close()
+
+
+def test_application_references_to_jobs_still_work(fixture, monkeypatch):
+    """An application object that refers to a job (its persistent
+    reference names zc.async's class) finds the migrated job."""
+    db = _open(fixture)
+    conn = db.open()
+    job = conn.get((58).to_bytes(8, 'big'))  # completed_add, loads broken
+    # zc.async cannot be imported: modules holding the broken class let
+    # ZODB write a reference naming zc.async.job.Job, as zc.async did
+    for name in ('zc', 'zc.async', 'zc.async.job'):
+        fake = types.ModuleType(name)
+        fake.Job = type(job)
+        monkeypatch.setitem(sys.modules, name, fake)
+    refs = conn.root()['refs'] = persistent.mapping.PersistentMapping(
+        job=job)
+    transaction.commit()
+    from zcasync.migrate import survey
+    data, tid = db.storage.load(refs._p_oid)
+    klass, state, names = survey.readRecord(data)
+    assert state['data']['job'].klass == ('zc.async.job', 'Job')
+    conn.close()
+    db.close()
+    for name in ('zc', 'zc.async', 'zc.async.job'):
+        monkeypatch.delitem(sys.modules, name)
+    assert _migrate(fixture)[0] == 0
+    db = _open(fixture)
+    conn = db.open()
+    job = conn.root()['refs']['job']
+    assert type(job).__module__ == 'zcasync.job'
+    assert job.status == interfaces.COMPLETED and job.result == 5
+    assert job in list(job.agent.completed)
+    conn.close()
+    db.close()
+
+
+def test_nothing_of_zc_async_reachable_after_migration(fixture):
+    from zcasync.migrate import survey
+    assert _migrate(fixture)[0] == 0
+    storage = ZODB.FileStorage.FileStorage(str(fixture / 'Data.fs'),
+                                           read_only=True)
+    try:
+        found = survey.survey(storage)
+    finally:
+        storage.close()
+    assert found.legacy == 0 and not found.jobs
+    assert not found.legacyNames()
+    assert all(module == 'zcasync.migrate.legacy'
+               for module, name in found.replaced)
