@@ -346,18 +346,24 @@ def test_migrated_datetimes_are_utc(fixture):
 
 def test_application_references_to_jobs_still_work(fixture, monkeypatch):
     """An application object that refers to a job (its persistent
-    reference names zc.async's class) finds the migrated job."""
-    db = _open(fixture)
-    conn = db.open()
-    job = conn.get((58).to_bytes(8, 'big'))  # completed_add, loads broken
-    # zc.async cannot be imported: modules holding the broken class let
-    # ZODB write a reference naming zc.async.job.Job, as zc.async did
+    reference names zc.async's class, as zc.async wrote them) finds the
+    migrated job."""
+    class Job(persistent.Persistent):
+        pass
+    Job.__module__ = 'zc.async.job'
+    # zc.async cannot be imported: modules holding a class of that name
+    # let ZODB write such a reference
     for name in ('zc', 'zc.async', 'zc.async.job'):
         fake = types.ModuleType(name)
-        fake.Job = type(job)
+        fake.Job = Job
         monkeypatch.setitem(sys.modules, name, fake)
+    db = _open(fixture)
+    conn = db.open()
+    reference = Job()  # stands for job 58 (completed_add), not loaded
+    reference._p_oid = (58).to_bytes(8, 'big')
+    reference._p_jar = conn
     refs = conn.root()['refs'] = persistent.mapping.PersistentMapping(
-        job=job)
+        job=reference)
     transaction.commit()
     from zcasync.migrate import survey
     data, tid = db.storage.load(refs._p_oid)
