@@ -397,3 +397,28 @@ def test_nothing_of_zc_async_reachable_after_migration(fixture):
     assert not found.legacyNames()
     assert all(module == 'zcasync.migrate.legacy'
                for module, name in found.replaced)
+
+
+def test_python2_stage_runs_first_and_names_the_database(fixture,
+                                                         monkeypatch):
+    """The seam of --from-python2: its function runs before the database
+    is opened, and the later stages open the URI it returns (None: stop
+    after its report)."""
+    from zcasync.migrate import python2
+    calls = []
+
+    def convert(uri, report, dry_run):
+        calls.append((uri, dry_run))
+        report.line('python2 stage: %s' % uri)
+        return uri if not dry_run else None
+    monkeypatch.setattr(python2, 'convertPython2', convert)
+    tid = lastTransaction(fixture / 'Data.fs')
+    code, out, err = _migrate(fixture, '--from-python2', '--dry-run')
+    assert (code, err) == (0, '')
+    assert calls == [(fileURI(fixture), True)]
+    assert out.splitlines()[1] == 'python2 stage: %s' % fileURI(fixture)
+    assert lastTransaction(fixture / 'Data.fs') == tid
+    code, out, err = _migrate(fixture, '--from-python2')
+    assert (code, err) == (0, '')
+    assert calls[-1] == (fileURI(fixture), False)
+    assert 'done: the database holds zcasync data' in out

@@ -175,3 +175,17 @@ def test_pytz_utc_stand_in():
     value = datetime.datetime(2011, 6, 15, tzinfo=legacy._UTC())
     assert value.utcoffset() == datetime.timedelta(0)
     assert value.tzinfo is datetime.timezone.utc
+
+
+def test_proxy_with_a_default_only():
+    default = _legacyJob()
+    proxy = _legacyProxy(default, [])
+    assert converters.convertProxy(proxy, converters.Problems())
+    assert proxy._choose(utils.makeFailure(ValueError())) is default
+    assert proxy._choose(42) is default
+
+
+def test_conditional_proxy_renamed_to_zcasync_proxy():
+    from zcasync.migrate import renames
+    assert renames.RENAMES['zc.async.job', 'ConditionalCallbackProxy'] == \
+        ('zcasync.job', 'SuccessFailureCallbackProxy')

@@ -48,9 +48,13 @@ def runMigrate(args, stream=None, on_batch=None) -> int:
     report.line('zcasync migrate: %s%s' % (
         where, ' (dry run: nothing will be changed)' if args.dry_run
         else ''))
+    uri = args.db
     if args.from_python2:
-        python2.convertPython2(args.db, report, args.dry_run)
-    uri = readOnlyURI(args.db) if args.dry_run else args.db
+        uri = python2.convertPython2(args.db, report, args.dry_run)
+        if uri is None:
+            report.line('dry run: nothing was changed')
+            return EXIT_OK
+    uri = readOnlyURI(uri) if args.dry_run else uri
     db = cli_db.openDatabase(uri, args.connect_timeout, create=False)
     try:
         migration = pipeline.Migration(db, report, batch=args.batch,

@@ -170,9 +170,13 @@ def isLegacyProxy(proxy: Any) -> bool:
 
 
 def convertProxy(proxy: Any, problems: Problems) -> bool:
-    """zc.async's SuccessFailureCallbackProxy (``default``: the success
-    job; ``conditionals``: [(isFailure, failure job)]) as zcasync's
-    (``success``, ``failure``)."""
+    """zc.async's SuccessFailureCallbackProxy or ConditionalCallbackProxy
+    (``default``: the job for results no condition takes;
+    ``conditionals``: [(condition, job)]) as zcasync's (``success``,
+    ``failure``) when its only condition is ``isFailure``: success is the
+    default (a job passing the result on when there is none), failure the
+    conditional job (the default when there is no condition).  Other
+    conditions cannot be mapped: noted in `problems`, left as it is."""
     if not isLegacyProxy(proxy):
         return False
     d = state(proxy)
@@ -188,6 +192,8 @@ def convertProxy(proxy: Any, problems: Problems) -> bool:
                           'and failure only; the proxy is left unconverted')
             return False
     success_job = d.get('default')
+    if not conditionals and success_job is not None:
+        failure_job = success_job  # every outcome goes to the default
     from zcasync.composite import passThrough
     from zcasync.job import Job
     jobs = []

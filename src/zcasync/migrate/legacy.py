@@ -93,15 +93,6 @@ class NeverRetry(RetryCommonFourTimes):
     pass
 
 
-class ConditionalCallbackProxy(LegacyPersistent):
-    """``zc.async.job.ConditionalCallbackProxy``: ``conditionals`` (a list
-    of (condition, job)), ``default`` (a job or None), ``callbacks``."""
-
-
-class Partial(LegacyPersistent):
-    """``zc.async.partial.Partial`` (before zc.async 1.0): not migrated."""
-
-
 # -- zc.twist and pytz ------------------------------------------------------
 
 class Failure:

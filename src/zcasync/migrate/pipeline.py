@@ -39,7 +39,6 @@ from typing import Any, Callable, TextIO
 
 import persistent.mapping
 import transaction
-import ZODB.broken
 import ZODB.utils
 
 from zcasync import interfaces
@@ -54,6 +53,7 @@ PROGRESS_KEY = stable.MIGRATION_KEY
 BATCH = 200
 
 _PROXY_CLASSES = {('zc.async.job', 'SuccessFailureCallbackProxy'),
+                  ('zc.async.job', 'ConditionalCallbackProxy'),
                   ('zcasync.job', 'SuccessFailureCallbackProxy')}
 
 
@@ -321,7 +321,3 @@ class Migration:
              % counts['completed jobs'])
         self.finish()
         return counts
-
-
-def isBroken(ob: Any) -> bool:
-    return isinstance(ob, ZODB.broken.Broken)

@@ -8,6 +8,10 @@ contract with the stages that follow (``zcasync.migrate.pipeline``):
 - `uri` is the ``--db`` URI as given (e.g. ``file:///srv/Data.fs`` naming
   a Python 2 FileStorage, magic ``FS21``); `report` is the
   ``zcasync.migrate.pipeline.Report`` to print to (``report.line(text)``);
+- it returns the URI the later stages open: `uri` itself, or (in a dry
+  run) the URI of a Python 3 copy it made to show what the later stages
+  would convert (it removes that copy itself, e.g. at exit), or None to
+  stop after its own report (a dry run that cannot show more);
 - with `dry_run` it changes nothing (not one byte of the file) and
   reports what it would convert;
 - otherwise it leaves, at the same URI, a database that ``ZODB.DB`` opens
@@ -28,7 +32,7 @@ from typing import Any
 from zcasync.cli.common import CommandError, EXIT_FORMAT
 
 
-def convertPython2(uri: str, report: Any, dry_run: bool) -> None:
+def convertPython2(uri: str, report: Any, dry_run: bool) -> str | None:
     """Convert the Python 2 database at `uri` to Python 3 pickles (see the
     module docstring)."""
     raise CommandError(

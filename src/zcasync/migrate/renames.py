@@ -48,15 +48,15 @@ RENAMES: dict[tuple[str, str], tuple[str, str]] = {
     ('zc.async.queue', 'DispatcherAgents'):
         ('zcasync.registry', 'DispatcherAgents'),
     ('zc.async.agent', 'Agent'): ('zcasync.agent', 'Agent'),
-    # replaced by new objects
+    # (the same layout: zc.async's SuccessFailureCallbackProxy is one)
     ('zc.async.job', 'ConditionalCallbackProxy'):
-        (_LEGACY, 'ConditionalCallbackProxy'),
+        ('zcasync.job', 'SuccessFailureCallbackProxy'),
+    # replaced by new objects
     ('zc.async.job', 'RetryCommonFourTimes'):
         (_LEGACY, 'RetryCommonFourTimes'),
     ('zc.async.job', 'RetryCommonForever'): (_LEGACY, 'RetryCommonForever'),
     ('zc.async.job', 'NeverRetry'): (_LEGACY, 'NeverRetry'),
     ('zc.async.utils', 'Periodic'): (_LEGACY, 'Periodic'),
-    ('zc.async.partial', 'Partial'): (_LEGACY, 'Partial'),
     ('zc.queue._queue', 'BucketQueue'): (_LEGACY, 'BucketQueue'),
     ('zc.queue._queue', 'CompositeQueue'): (_LEGACY, 'CompositeQueue'),
     ('zc.queue', 'BucketQueue'): (_LEGACY, 'BucketQueue'),

@@ -89,21 +89,28 @@ def _reference(ref):
     return Reference(ref, None)
 
 
+class _Unpickler(zodbpickle.pickle.Unpickler):
+    """Stubs for globals (collected in ``names``), References for
+    persistent references."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.names = set()
+
+    def find_class(self, module, name):
+        module, name = _text(module), _text(name)
+        self.names.add((module, name))
+        return _stub(module, name)
+
+    def persistent_load(self, ref):
+        return _reference(ref)
+
+
 def readRecord(data: bytes) -> tuple[tuple[str, str], Any, set]:
     """((module, name) of the record's class, its state with stubs and
     References, the globals it names)."""
-    names: set = set()
-
-    class Unpickler(zodbpickle.pickle.Unpickler):
-        def find_class(self, module, name):
-            module, name = _text(module), _text(name)
-            names.add((module, name))
-            return _stub(module, name)
-
-        def persistent_load(self, ref):
-            return _reference(ref)
-
-    unpickler = Unpickler(io.BytesIO(data), encoding='latin-1')
+    unpickler = _Unpickler(io.BytesIO(data), encoding='latin-1')
+    names = unpickler.names
     meta = unpickler.load()
     state = unpickler.load()
     if isinstance(meta, tuple):
@@ -240,6 +247,7 @@ _LEGACY_KEYS = {
     'DispatcherAgents': ('_data', '_len'),
     'Agent': ('_data', 'size'),
     'SuccessFailureCallbackProxy': ('default', 'conditionals', 'callbacks'),
+    'ConditionalCallbackProxy': ('default', 'conditionals', 'callbacks'),
     'Job': ('_status_id',),
 }
 
