@@ -208,14 +208,25 @@ class Migration:
             return 0  # done before an interruption
 
         def done(next_oid, oids):
-            # the records changed under this process's connections
-            self.db._mvcc_storage.invalidateCache()
+            # the records changed under this process's connections (an
+            # MVCC storage such as RelStorage polls for that itself)
+            invalidate = getattr(self.db._mvcc_storage, 'invalidateCache',
+                                 None)
+            if invalidate is not None:
+                invalidate()
             self.tm.begin()
             self._progress()['rename_next'] = next_oid
             self._commit('rename', len(oids))
 
-        return renames.renameRecords(self.db.storage, start, self.batch,
-                                     done)
+        count = renames.renameRecords(self.db.storage, start, self.batch,
+                                      done)
+        # objects this connection loaded before (the root's zc.async
+        # object, as a ZODB broken object) keep their class through an
+        # invalidation: forget them all
+        self.tm.begin()
+        self.conn._resetCache()
+        self.tm.abort()
+        return count
 
     def jobs(self, found: surveymodule.Survey) -> int:
         oids = []

@@ -144,43 +144,72 @@ def renamer(renames: dict | None = None) -> Any:
 
 
 def renameRecords(storage: Any, start: bytes, batch: int,
-                  done: Callable[[bytes | None, list[bytes]], None],
-                  dry_run: bool = False) -> int:
+                  done: Callable[[bytes | None, list[bytes]], None]) -> int:
     """Rename the class paths of the records from oid `start` on, in
     storage transactions of at most `batch` records; after each commit
     ``done(next_oid, oids)`` (next_oid None at the end).  Returns how
-    many records were (with `dry_run`: would be) rewritten."""
-    from ZODB.Connection import TransactionMetaData
+    many records were rewritten.
+
+    The walk only finds the records to rename; each batch renames the
+    data it loads itself just before storing it (through a fresh
+    instance of an MVCC storage such as RelStorage), so that it never
+    stores over a newer revision."""
     processor = renamer()
-    pending: list[tuple[bytes, bytes, bytes]] = []
+    pending: list[bytes] = []
     count = 0
 
     def commit(next_oid):
-        if pending and not dry_run:
-            t = TransactionMetaData(
-                description='zcasync migrate: zc.async class paths renamed '
-                'to zcasync (zodbupdate)')
-            storage.tpc_begin(t)
-            for oid, tid, data in pending:
-                storage.store(oid, tid, data, '', t)
-            storage.tpc_vote(t)
-            storage.tpc_finish(t)
-        oids = [oid for oid, tid, data in pending]
+        stored = _storeRenamed(storage, pending, processor) if pending \
+            else []
         del pending[:]
-        if not dry_run:
-            done(next_oid, oids)
+        done(next_oid, stored)
+        return len(stored)
 
     with _quietZodbupdate():
         for oid, tid, data in currentRecords(storage, start):
-            new = processor.rename(io.BytesIO(data))
-            if new is None:
+            if processor.rename(io.BytesIO(data)) is None:
                 continue
-            pending.append((oid, tid, new.getvalue()))
-            count += 1
+            pending.append(oid)
             if len(pending) >= batch:
-                commit(ZODB.utils.p64(ZODB.utils.u64(oid) + 1))
-        commit(None)
+                count += commit(ZODB.utils.p64(ZODB.utils.u64(oid) + 1))
+        count += commit(None)
     return count
+
+
+def _storeRenamed(storage, oids, processor):
+    """Store the renamed current revision of each of `oids` in one
+    transaction; returns the oids stored."""
+    from ZODB.Connection import TransactionMetaData
+    import ZODB.interfaces
+    mvcc = ZODB.interfaces.IMVCCStorage.providedBy(storage)
+    writer = storage.new_instance() if mvcc else storage
+    try:
+        if mvcc:
+            writer.poll_invalidations()
+        records = []
+        for oid in oids:
+            data, tid = writer.load(oid, '')
+            new = processor.rename(io.BytesIO(data))
+            if new is not None:
+                records.append((oid, tid, new.getvalue()))
+        if not records:
+            return []
+        t = TransactionMetaData(
+            description='zcasync migrate: zc.async class paths renamed to '
+            'zcasync (zodbupdate)')
+        writer.tpc_begin(t)
+        try:
+            for oid, tid, data in records:
+                writer.store(oid, tid, data, '', t)
+            writer.tpc_vote(t)
+        except BaseException:
+            writer.tpc_abort(t)
+            raise
+        writer.tpc_finish(t)
+        return [oid for oid, tid, data in records]
+    finally:
+        if mvcc:
+            writer.release()
 
 
 class _quietZodbupdate:

@@ -261,8 +261,18 @@ def _isLegacyState(klass, attrs):
 
 
 def survey(storage: Any) -> Survey:
-    """Read every current record of `storage`."""
-    found = Survey()
-    for oid, tid, data in renamesmodule.currentRecords(storage):
-        found.add(oid, data)
-    return found
+    """Read every current record of `storage` (through a fresh instance
+    of an MVCC storage such as RelStorage: the newest data)."""
+    import ZODB.interfaces
+    mvcc = ZODB.interfaces.IMVCCStorage.providedBy(storage)
+    reader = storage.new_instance() if mvcc else storage
+    try:
+        if mvcc:
+            reader.poll_invalidations()
+        found = Survey()
+        for oid, tid, data in renamesmodule.currentRecords(reader):
+            found.add(oid, data)
+        return found
+    finally:
+        if mvcc:
+            reader.release()
