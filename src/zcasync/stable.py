@@ -282,7 +282,7 @@ _GETS = frozenset(('GET', 'BINGET', 'LONG_BINGET'))
 _PUTS = frozenset(('PUT', 'BINPUT', 'LONG_BINPUT'))
 
 
-def _walk(stream, found):
+def _walk(stream: Any, found: set[tuple[str, str]]) -> None:
     memo: dict[int, Any] = {}
     pushed: list[Any] = [None, None]  # the last two values pushed
     for opcode, arg, pos in pickletools.genops(stream):
@@ -363,7 +363,7 @@ def storedVocabulary(conn: Any) -> dict[str, set[Any]]:
             seen['methods'].add(ob._callable_name)
         if isinstance(ob, Job):
             seen['statuses'].add(ob._status)
-            annotations = ob._annotations or {}
+            annotations: Any = ob._annotations or {}
             for key, value in annotations.items():
                 seen['annotation keys'].add(key)
                 if key.startswith('zcasync.Retry') or \
