@@ -285,8 +285,9 @@ _PUTS = frozenset(('PUT', 'BINPUT', 'LONG_BINPUT'))
 def _walk(stream: Any, found: set[tuple[str, str]]) -> None:
     memo: dict[int, Any] = {}
     pushed: list[Any] = [None, None]  # the last two values pushed
-    for opcode, arg, pos in pickletools.genops(stream):
+    for opcode, value, pos in pickletools.genops(stream):
         name = opcode.name
+        arg: Any = value
         if name == 'GLOBAL':
             module, _, attribute = arg.partition(' ')
             found.add((module, attribute))
