@@ -58,8 +58,12 @@ FORMAT_VERSION = 1
 
 def markFormat(root: MutableMapping[str, Any]) -> None:
     """Record that the zcasync data in `root`'s database has this code's
-    format (in the caller's transaction)."""
-    if root.get(FORMAT_KEY) != FORMAT_VERSION:
+    format (in the caller's transaction).  A newer format recorded there
+    is never lowered: DatabaseFormatError (see ``checkFormat``)."""
+    version = root.get(FORMAT_KEY)
+    if version is not None and version > FORMAT_VERSION:
+        checkFormat(root)
+    if version != FORMAT_VERSION:
         root[FORMAT_KEY] = FORMAT_VERSION
 
 
