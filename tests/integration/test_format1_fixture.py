@@ -133,7 +133,6 @@ def test_every_object_reads_as_recorded(copy):
     for uuid_text, expected in recorded['dispatchers'].items():
         registration = queue.dispatchers[uuid.UUID(uuid_text)]
         assert iso(registration.activated) == expected['activated'] is None
-        assert not registration.dead
         assert registration.ping_interval.total_seconds() == \
             expected['ping_interval_seconds']
         assert registration.ping_death_interval.total_seconds() == \
