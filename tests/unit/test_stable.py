@@ -255,3 +255,30 @@ def test_records_name_the_private_names_and_load_by_the_public_ones(
     tm.abort()
     conn.close()
     db.close()
+
+
+def test_every_record_loads_in_a_fresh_connection(everything):
+    """Unpickled by ZODB (classes resolved, ``__setstate__`` run), no
+    record is broken but the job whose module the writer lost."""
+    import ZODB.broken
+    db, conn = everything
+    tm = transaction.TransactionManager()
+    fresh = db.open(transaction_manager=tm)
+    fresh.cacheMinimize()
+    broken = []
+    try:
+        oids = {record.oid for txn in db.storage.iterator()
+                for record in txn if record.data}
+        for oid in sorted(oids):
+            ob = fresh.get(oid)
+            ob._p_activate()
+            if isinstance(ob, ZODB.broken.Broken):
+                broken.append(type(ob).__name__)
+            elif isinstance(ob, Job) and isinstance(
+                    ob._callable_root, type) and issubclass(
+                    ob._callable_root, ZODB.broken.Broken):
+                broken.append(ob._callable_root.__name__)
+    finally:
+        tm.abort()
+        fresh.close()
+    assert broken == ['vanished']
