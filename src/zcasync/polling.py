@@ -50,9 +50,7 @@ class QueuePolls:
         tm.begin()
         root = self.conn.root()
         urgent.add(root._p_oid)
-        if self._formatProblem(root):
-            watched.update(urgent)
-            return
+        stable.checkFormat(root)
         queues = root.get(interfaces.KEY)
         if queues is None:
             watched.update(urgent)
@@ -64,23 +62,6 @@ class QueuePolls:
         watched.update(urgent)
         names = set(poll)
         self.runner.closePools(lambda key: key[0] in names)
-
-    #: the database format problem last logged (see _formatProblem)
-    _format_logged = None
-
-    def _formatProblem(self, root):
-        """Whether this process cannot use the data in the database (zc.async
-        data not migrated, a migration in progress, a newer format): the
-        reason is logged once, and polls do nothing until it is gone."""
-        try:
-            stable.checkFormat(root)
-        except interfaces.DatabaseFormatError as e:
-            if self._format_logged != str(e):
-                self._format_logged = str(e)
-                utils.log.error('dispatcher %s: %s', self.UUID, e)
-            return True
-        self._format_logged = None
-        return False
 
     def _watch_queue(self, queue, watched, urgent):
         """Remember what, when changed by a commit, calls for a poll: a

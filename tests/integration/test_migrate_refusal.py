@@ -1,12 +1,19 @@
 """A dispatcher in an application whose database still holds zc.async data
-logs one line naming ``zcasync migrate`` (once), and its polls go on
-without touching the data; after the migration it runs the jobs."""
+refuses to activate with one line naming ``zcasync migrate``, writing
+nothing; one that runs when a migration starts logs that line once and
+polls no more."""
 import logging
 
+import pytest
+import transaction
 import ZODB
 import ZODB.FileStorage
 
+from zcasync import dispatcher as dispatchermodule
+from zcasync import interfaces
+from zcasync import stable
 from zcasync import testing
+from zcasync.queue import Queue, Queues
 
 from tests.fsutil import lastTransaction
 from tests.legacydb import copyFixture, legacyApp
@@ -15,22 +22,46 @@ from test_dispatcher_support import Running
 WAIT = 20
 
 
-def test_dispatcher_logs_one_line_and_waits(tmp_path, capture):
+def _critical(capture):
+    return [r.getMessage() for r in capture.records
+            if r.levelno >= logging.CRITICAL]
+
+
+def test_dispatcher_refuses_zc_async_data(tmp_path, capture):
     copy = copyFixture(tmp_path)
     path = copy / 'Data.fs'
     tid = lastTransaction(path)
     with legacyApp(copy):
         db = ZODB.DB(ZODB.FileStorage.FileStorage(str(path)))
         try:
-            with Running(db, poll_interval=0.05) as worker:
-                testing.get_poll(worker.dispatcher, 5, timeout=WAIT)
-                errors = [r.getMessage() for r in capture.records
-                          if r.levelno >= logging.ERROR]
-                assert len(errors) == 1, errors
-                assert 'zc.async data' in errors[0]
-                assert errors[0].endswith('zcasync migrate --db URI')
-                assert not worker.dispatcher.getActiveJobIds()
+            with pytest.raises(interfaces.DatabaseFormatError) as info:
+                dispatchermodule.Dispatcher(
+                    db, testing.Reactor(), poll_interval=0.05).activate()
         finally:
             db.close()
-    # nothing was written: not even the dispatcher's registration
-    assert lastTransaction(path) == tid
+    assert str(info.value).endswith('zcasync migrate --db URI')
+    messages = _critical(capture)
+    assert len(messages) == 1 and 'zc.async data' in messages[0]
+    assert lastTransaction(path) == tid  # nothing written
+
+
+def test_running_dispatcher_stops_when_a_migration_starts(db, capture):
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    queues = conn.root()[interfaces.KEY] = Queues()
+    queues[''] = Queue()
+    tm.commit()
+    with Running(db, poll_interval=0.05) as worker:
+        testing.get_poll(worker.dispatcher, 1, timeout=WAIT)
+        conn.root()[stable.MIGRATION_KEY] = {'stage': 'rename'}
+        tm.commit()
+        count = len(worker.dispatcher.polls)
+        testing.get_poll(worker.dispatcher, count + 5, timeout=WAIT)
+        messages = [m for m in _critical(capture) if 'migrat' in m]
+        assert len(messages) == 1, messages
+        assert messages[0].endswith(
+            'finish it with: zcasync migrate --db URI; polling no more '
+            'until that changes')
+        del conn.root()[stable.MIGRATION_KEY]
+        tm.commit()
+    conn.close()

@@ -422,3 +422,23 @@ def test_python2_stage_runs_first_and_names_the_database(fixture,
     assert (code, err) == (0, '')
     assert calls[-1] == (fileURI(fixture), False)
     assert 'done: the database holds zcasync data' in out
+
+
+def test_migrated_records_name_declared_names_only(fixture):
+    """Every name the current records refer to after a migration is
+    declared in zcasync.stable (the stand-ins the migration replaced
+    among them: they stay until a pack), or is the application's."""
+    from zcasync.migrate import renames
+    assert _migrate(fixture)[0] == 0
+    storage = ZODB.FileStorage.FileStorage(str(fixture / 'Data.fs'),
+                                           read_only=True)
+    try:
+        found = set()
+        for oid, tid, data in renames.currentRecords(storage):
+            found |= stable.globalsIn(data)
+    finally:
+        storage.close()
+    assert stable.undeclared(
+        found, application=('legacyapp.', 'builtins', '_operator')) == []
+    for new in renames.RENAMES.values():
+        assert '%s:%s' % new in stable.allNames(), new

@@ -39,7 +39,7 @@ import transaction
 
 from zcasync.cli.common import (
     CommandError, firstLine, setupLogging, importModules, EXIT_OK,
-    EXIT_USAGE, EXIT_UUID_CLASH, EXIT_FORMAT)
+    EXIT_USAGE, EXIT_UUID_CLASH)
 from zcasync.cli import db as cli_db
 
 log = logging.getLogger('zcasync.events')
@@ -169,20 +169,6 @@ def waitForPredecessor(conn, uuid, names):
         time.sleep(0.1)
 
 
-def checkDatabaseFormat(conn):
-    """CommandError (one line) when zcasync cannot use the database's
-    data: zc.async's, not migrated yet, or a newer zcasync format."""
-    from zcasync import interfaces, stable
-    tm = conn.transaction_manager
-    tm.begin()
-    try:
-        stable.checkFormat(conn.root())
-    except interfaces.DatabaseFormatError as e:
-        raise CommandError(str(e), EXIT_FORMAT) from None
-    finally:
-        tm.abort()
-
-
 def clashMessage(uuid, queue_name):
     return ('UUID %s is in use by another live process in queue %r: every '
             'worker needs its own UUID file (give each one --uuid-file '
@@ -192,6 +178,7 @@ def clashMessage(uuid, queue_name):
 
 def setupDatabase(conn, uuid, names, agent_name, size, ping, death):
     """Create what is missing, in one transaction retried on conflicts."""
+    from zcasync import stable
     from zcasync.agent import Agent
     from zcasync.interfaces import KEY
     from zcasync.queue import Queue, Queues
@@ -201,6 +188,7 @@ def setupDatabase(conn, uuid, names, agent_name, size, ping, death):
     for attempt in tm.attempts(20):
         with attempt:
             root = conn.root()
+            stable.markFormat(root)
             queues = root.get(KEY)
             if queues is None:
                 queues = root[KEY] = Queues()
@@ -278,7 +266,7 @@ class Worker:
         self.conn = self.db.open(
             transaction_manager=transaction.TransactionManager())
         try:
-            checkDatabaseFormat(self.conn)
+            cli_db.checkFormat(self.conn)
         except CommandError:
             self.conn.close()
             self.db.close()
