@@ -3,6 +3,7 @@ refuses to activate with one line naming ``zcasync migrate``, writing
 nothing; one that runs when a migration starts logs that line once and
 polls no more."""
 import logging
+import uuid
 
 import pytest
 import transaction
@@ -36,7 +37,8 @@ def test_dispatcher_refuses_zc_async_data(tmp_path, capture):
         try:
             with pytest.raises(interfaces.DatabaseFormatError) as info:
                 dispatchermodule.Dispatcher(
-                    db, testing.Reactor(), poll_interval=0.05).activate()
+                    db, testing.Reactor(), poll_interval=0.05,
+                    uuid=uuid.uuid4()).activate()
         finally:
             db.close()
     assert str(info.value).endswith('zcasync migrate --db URI')

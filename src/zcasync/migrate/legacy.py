@@ -98,7 +98,12 @@ class NeverRetry(RetryCommonFourTimes):
 class Failure:
     """``zc.twist.Failure``: a Twisted failure stored with the classic
     Twisted state keys (type, value, tb, frames, stack, count, parents,
-    ...), kept as a dict."""
+    ...), kept as a dict.  (Stored with a Twisted whose Failure is an
+    exception, it is rebuilt by a call with the exception's arguments:
+    they are in the state too.)"""
+
+    def __init__(self, *args, **kw):
+        pass
 
     def __setstate__(self, state):
         self.__dict__.update(state if isinstance(state, dict) else
