@@ -85,12 +85,14 @@ _PY2_MODULES = frozenset(
     ['exceptions', '__builtin__', 'copy_reg', 'sets', 'UserDict']
     + [m.split('.')[0] for m in _compat_pickle.IMPORT_MAPPING])
 
-_SAMPLES = 12  # problems listed in an error message
-
-
 class Python2ConversionError(Exception):
-    """The Python 2 stage cannot convert this database; the message names
-    the problem and the remedy.  Nothing was written."""
+    """The Python 2 stage cannot convert this database; the message (one
+    line) names the problem and the remedy, `details` lists every case.
+    Nothing was written."""
+
+    def __init__(self, message: str, details: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.details = list(details)
 
 
 def pathFromURI(uri: str) -> str:
@@ -605,17 +607,15 @@ def _check(findings: _Findings, converter: _Converter) -> None:
             'process); nothing was written' % ', '.join(
                 '%s -> %s' % kv for kv in sorted(unexpected.items())))
     if findings.problems:
-        more = len(findings.problems) - _SAMPLES
         raise Python2ConversionError(
-            '%d stored values cannot be converted; nothing was written:\n  %s'
-            '%s\nremedy: if these are text in another encoding, pass a '
-            'fallback encoding (e.g. fallback_encodings=["latin-1"], '
-            'zodbupdate\'s --encoding-fallback); if they are binary data of '
+            '%d stored values cannot be converted (first: %s); nothing was '
+            'written; remedy: if they are text in another encoding, give a '
+            'fallback encoding (fallback_encodings=["latin-1"], as '
+            'zodbupdate\'s --encoding-fallback), if they are binary data of '
             'your application, declare the attribute binary with a '
-            '"zodbupdate.decode" entry point' % (
-                len(findings.problems),
-                '\n  '.join(findings.problems[:_SAMPLES]),
-                '\n  ... and %d more' % more if more > 0 else ''))
+            '"zodbupdate.decode" entry point'
+            % (len(findings.problems), findings.problems[0]),
+            findings.problems)
 
 
 @contextlib.contextmanager
@@ -784,15 +784,71 @@ def _store(storage: Any, oids: List[bytes], encoding: str,
 @contextlib.contextmanager
 def _quietZodbupdate() -> Iterator[None]:
     """zodbupdate logs a warning per class it cannot import; here that is
-    expected (zc.async is not installed), so only errors get through."""
+    expected (zc.async is not installed), so only errors get through.
+
+    To write those names back, zodbupdate registers stand-in modules for
+    them (``zc.async.job``, ``zc.twist``, ...), importable in this process
+    from then on; they are removed again at the end, so that a later stage
+    in the same process does not mistake them for the real modules."""
     import logging
+    import zodbupdate.serialize
     loggers = [logging.getLogger('zodbupdate'),
                logging.getLogger('zodbupdate.serialize')]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
+    known = zodbupdate.serialize.known_broken_modules
+    before = set(known)
     try:
         yield
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+        added = {name: known.pop(name) for name in set(known) - before}
+        fakes = {id(module) for module in added.values()}
+        for name in added:
+            if id(sys.modules.get(name)) in fakes:
+                del sys.modules[name]
+        for module in list(sys.modules.values()):
+            for attr, value in list(getattr(module, '__dict__', {}).items()):
+                if id(value) in fakes:
+                    delattr(module, attr)
+
+
+# --- for the zcasync migrate command -----------------------------------------
+
+def migrateStage(uri: str, report: Any, dry_run: bool) -> Dict[str, Any]:
+    """The stage as ``zcasync migrate --from-python2`` runs it: `uri` is
+    the ``--db`` URI (``file://`` only, see `pathFromURI`), `report` has a
+    ``line(text)`` method; problems become a one-line
+    ``zcasync.cli.common.CommandError`` (its details printed first),
+    leaving the database as it was.  Returns `convertPython2`'s counts."""
+    from zcasync.cli import common
+    exit_format = getattr(common, 'EXIT_FORMAT', common.EXIT_UNAVAILABLE)
+    try:
+        path = pathFromURI(uri)
+    except Python2ConversionError as e:
+        raise common.CommandError(str(e), common.EXIT_URI) from None
+    try:
+        return convertPython2(path, dry_run=dry_run, report=report.line)
+    except Python2ConversionError as e:
+        for line in e.details:
+            report.line('  ' + line)
+        raise common.CommandError(str(e), exit_format) from None
+
+
+@contextlib.contextmanager
+def convertedCopy(path: str, *,
+                  report: Callable[[str], None] = print,
+                  **options: Any) -> Iterator[str]:
+    """A converted temporary copy of the FileStorage file `path` (removed
+    on exit), for previewing the later stages of a dry run: the file itself
+    is still Python 2 after ``convertPython2(path, dry_run=True)``, which
+    ZODB on Python 3 cannot open."""
+    import tempfile
+    import shutil
+    with tempfile.TemporaryDirectory(prefix='zcasync-py2-') as tmp:
+        copy = os.path.join(tmp, os.path.basename(path) or 'Data.fs')
+        shutil.copyfile(path, copy)
+        convertPython2(copy, report=report, **options)
+        yield copy

@@ -446,3 +446,66 @@ def walkFileStorage(path: str, *, current_only: bool = True,
     with openFileStorageReadOnly(path) as storage:
         return walkStorage(storage, current_only=current_only,
                            encoding=encoding)
+
+
+class Snapshot:
+    """The current records of a storage, read on demand with stand-ins:
+    ``snapshot[oid]`` is ``(class path, state)``; `follow` reads the state
+    behind a `Ref`.  For checking a database's contents (e.g. against a
+    fixture's MANIFEST.json) without its classes."""
+
+    def __init__(self, storage: Any, *, encoding: str = 'ASCII') -> None:
+        self.encoding = encoding
+        self.data = {oid: data for oid, _tid, data in currentRecords(storage)}
+
+    def __getitem__(self, oid: Any) -> Tuple[str, Any]:
+        if isinstance(oid, int):
+            oid = oid.to_bytes(8, 'big')
+        return readRecord(self.data[oid], encoding=self.encoding)
+
+    def follow(self, value: Any) -> Any:
+        """The state of the object `value` refers to (`value` itself if it
+        is not a reference)."""
+        if isinstance(value, Ref):
+            return self[value.oid][1]
+        return value
+
+    def root(self) -> Dict[str, Any]:
+        """The root mapping (oid 0) as a dict."""
+        return self[0][1]['data']
+
+    def reachable(self) -> Set[bytes]:
+        """The oids reachable from the root by persistent references."""
+        seen: Set[bytes] = set()
+        todo = [(0).to_bytes(8, 'big')]
+        while todo:
+            oid = todo.pop()
+            if oid in seen or oid not in self.data:
+                continue
+            seen.add(oid)
+            todo.extend(refsIn(self[oid][1]))
+        return seen
+
+
+def refsIn(value: Any) -> Iterator[bytes]:
+    """The oids of the persistent references anywhere inside `value` (as
+    `readRecord` gives it)."""
+    todo = [value]
+    seen: Set[int] = set()
+    while todo:
+        value = todo.pop()
+        if isinstance(value, Ref):
+            yield value.oid
+        elif id(value) in seen or isinstance(value, (str, bytes, int)):
+            continue
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            seen.add(id(value))
+            todo.extend(value)
+        elif isinstance(value, dict):
+            seen.add(id(value))
+            todo.extend(value.keys())
+            todo.extend(value.values())
+        elif isinstance(value, Stub):
+            seen.add(id(value))
+            todo.extend(value.args or ())
+            todo.append(value.state)
