@@ -523,3 +523,140 @@ def test_a_stored_name_resolving_elsewhere_is_refused(tmp_path, monkeypatch):
                              r'must run before aliases'):
         python2.convertPython2(str(copy), report=quiet)
     assert digest(copy) == before
+
+
+# --- Python 2 records the fixture does not have ------------------------------
+# written opcode by opcode, as Python 2's cPickle writes them
+
+def _s(data):
+    """A Python 2 str (SHORT_BINSTRING)."""
+    return b'U' + bytes([len(data)]) + data
+
+
+def _u(text):
+    """A Python 2 unicode (BINUNICODE)."""
+    data = text.encode('utf-8')
+    return b'X' + len(data).to_bytes(4, 'little') + data
+
+
+def _global(module, name):
+    return b'c' + module + b'\n' + name + b'\n'
+
+
+def _dict(**items):
+    return b'}(' + b''.join(_s(k.encode()) + v for k, v in items.items()) + \
+        b'u'
+
+
+def _temporal(name, payload):
+    return (_global(b'datetime', name) + b'(' + _s(payload)
+            + _global(b'pytz', b'_UTC') + b')Rt' + b'R')
+
+
+def _mapping(state, protocol=b''):
+    return (protocol + _global(b'persistent.mapping', b'PersistentMapping')
+            + b'.' + protocol + _dict(data=state) + b'.')
+
+
+def _ref(oid):
+    return (b'(' + _s(oid.to_bytes(8, 'big'))
+            + _global(b'persistent.mapping', b'PersistentMapping') + b'tQ')
+
+
+def writePython2Records(path, records):
+    """A FileStorage holding `records` (oid -> data), magic FS21."""
+    from ZODB.Connection import TransactionMetaData
+    storage = ZODB.FileStorage.FileStorage(str(path))
+    txn = TransactionMetaData()
+    storage.tpc_begin(txn)
+    for oid, data in records.items():
+        storage.store(oid.to_bytes(8, 'big'), b'\0' * 8, data, '', txn)
+    storage.tpc_vote(txn)
+    storage.tpc_finish(txn)
+    storage.close()
+    for suffix in ('.index', '.lock', '.tmp'):
+        if os.path.exists(str(path) + suffix):
+            os.remove(str(path) + suffix)
+    with open(path, 'r+b') as f:
+        f.write(walk.MAGIC_PY2)
+
+
+# 2100-01-01 00:00:00.836521: every byte of the payload is valid UTF-8
+# (\xc3\xa9 is 'é'), so zodbupdate's --encoding utf-8 reads it as a 9
+# character str; the time 12:00:00.836521 likewise
+WHEN = b'\x08\x34\x01\x01\x00\x00\x00\x0c\xc3\xa9'
+AT = b'\x0c\x00\x00\x0c\xc3\xa9'
+
+
+def test_payloads_and_text_that_decode_by_chance(tmp_path):
+    path = tmp_path / 'Data.fs'
+    writePython2Records(path, {
+        0: _mapping(_dict(app=_ref(1), other=_ref(2))),
+        1: _mapping(_dict(
+            when=_temporal(b'datetime', WHEN), at=_temporal(b'time', AT),
+            day=_global(b'datetime', b'date') + b'(' + _s(b'\x07\xdb\x06\x0f')
+            + b'tR',
+            label=_u('caf\u00e9'), name=_s('caf\u00e9'.encode('utf-8')))),
+        2: _mapping(b'}(' + _s(b'x') + b'K\x01u', protocol=b'\x80\x02'),
+    })
+    counts = python2.convertPython2(str(path), report=quiet)
+    assert counts['python2_records'] == 3
+    with walk.openFileStorageReadOnly(str(path)) as storage:
+        snapshot = walk.Snapshot(storage)
+        state = snapshot[1][1]['data']
+        assert state['when'].args[0] == WHEN
+        assert datetime.datetime(WHEN) == datetime.datetime(
+            2100, 1, 1, 0, 0, 0, 836521)
+        assert state['at'].args[0] == AT
+        assert state['day'].path == 'datetime.date'
+        assert datetime.date(state['day'].args[0]) == datetime.date(
+            2011, 6, 15)
+        assert state['label'] == state['name'] == 'caf\u00e9'
+        assert snapshot[2][1]['data'] == {'x': 1}
+        assert not any(walk.isPython2Record(data)
+                       for data in snapshot.data.values())
+
+
+# --- as zcasync migrate calls it ------------------------------------------------
+
+class _Report:
+    def __init__(self):
+        self.lines = []
+
+    def line(self, text=''):
+        self.lines.append(text)
+
+
+def test_migrate_stage_takes_the_command_s_uri_and_report(tmp_path):
+    copy = copyData(tmp_path)
+    report = _Report()
+    counts = python2.migrateStage('file://%s' % copy, report, True)
+    assert counts['dry_run'] and walk.fileMagic(str(copy)) == walk.MAGIC_PY2
+    assert report.lines[0] == 'would rewrite the FileStorage magic FS21 -> FS30'
+    counts = python2.migrateStage('file://%s' % copy, report, False)
+    assert counts['python2_records'] == counts['records']
+    assert walk.fileMagic(str(copy)) == walk.MAGIC_PY3
+
+
+def test_migrate_stage_errors_are_command_errors(tmp_path):
+    from zcasync.cli.common import CommandError, EXIT_URI
+    copy = copyData(tmp_path)
+    _patch(copy, b'alice@example.com', b'al\xefce@example.com')
+    report = _Report()
+    with pytest.raises(CommandError) as info:
+        python2.migrateStage('file://%s' % copy, report, False)
+    assert 'fallback' in str(info.value) and info.value.code != EXIT_URI
+    assert len(report.lines) == 1 and 'al\\xefce' in report.lines[0]
+    with pytest.raises(CommandError) as info:
+        python2.migrateStage('zeo://127.0.0.1:1', report, False)
+    assert info.value.code == EXIT_URI
+
+
+def test_converted_copy_for_a_dry_run_preview(tmp_path, python3Walk):
+    copy = copyData(tmp_path)
+    before = digest(copy)
+    with python2.convertedCopy(str(copy), report=quiet) as preview:
+        assert walk.fileMagic(preview) == walk.MAGIC_PY3
+        assertSameForm(walk.walkFileStorage(preview), python3Walk)
+    assert not os.path.exists(preview)
+    assert digest(copy) == before

@@ -164,10 +164,13 @@ def py3TypeName(name: str) -> str:
     """The Python 3 dotted name of a Python 2 type name as Twisted stores
     it in ``Failure.parents`` (``exceptions.StandardError`` ->
     ``builtins.Exception``, ``exceptions.IOError`` -> ``builtins.OSError``,
-    ``__builtin__.object`` -> ``builtins.object``); other names are
-    returned as they are (application code is never imported)."""
+    ``__builtin__.object`` -> ``builtins.object``, ``socket.error`` ->
+    ``builtins.OSError``): names of Python 2 or 3 standard modules are
+    resolved; other names are returned as they are (application code is
+    never imported)."""
     module, _, attr = name.rpartition('.')
-    if module.split('.')[0] not in _PY2_MODULES:
+    top = module.split('.')[0]
+    if top not in _PY2_MODULES and top not in sys.stdlib_module_names:
         return name
     module, attr = _compat_pickle.NAME_MAPPING.get(
         (module, attr), (module, attr))
@@ -522,16 +525,8 @@ def _heldTrees(storage: Any) -> Set[bytes]:
         seen.add(oid)
         data, _tid = storage.load(oid)
         _klass, state = walk.readRecord(data, encoding='latin-1')
-        roots.extend(_refsIn(state))
+        roots.extend(walk.refsIn(state))
     return seen
-
-
-def _refsIn(value: Any) -> Iterator[bytes]:
-    if isinstance(value, walk.Ref):
-        yield value.oid
-    elif isinstance(value, (tuple, list)):
-        for item in value:
-            yield from _refsIn(item)
 
 
 # --- the stage ----------------------------------------------------------------
