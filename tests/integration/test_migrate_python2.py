@@ -660,3 +660,39 @@ def test_converted_copy_for_a_dry_run_preview(tmp_path, python3Walk):
         assertSameForm(walk.walkFileStorage(preview), python3Walk)
     assert not os.path.exists(preview)
     assert digest(copy) == before
+
+
+def test_undecodable_text_can_be_kept_as_bytes(tmp_path):
+    copy = copyData(tmp_path)
+    _patch(copy, b'alice@example.com', b'al\xefce@example.com')
+    lines = []
+    counts = python2.convertPython2(str(copy), report=lines.append,
+                                    keep_undecodable=True)
+    assert counts['undecodable_kept'] == 1
+    assert '  text that does not decode kept as bytes: 1 values' in lines
+    job = next(j for j in manifest()['jobs']
+               if j['label'] == 'pending_send_email')
+    with walk.openFileStorageReadOnly(str(copy)) as storage:
+        snapshot = walk.Snapshot(storage)
+        args = snapshot.follow(snapshot[job['oid']][1]['args'])['data']
+    assert args == [b'al\xefce@example.com']
+    # and a second run does not see it again
+    assert python2.convertPython2(str(copy), report=quiet)[
+        'python2_records'] == 0
+
+
+def test_blob_records_are_left_alone(tmp_path):
+    # zodbupdate does not rewrite blob records (they load on Python 3)
+    path = tmp_path / 'Data.fs'
+    writePython2Records(path, {
+        0: _mapping(_dict(blob=(b'(' + _s((1).to_bytes(8, 'big'))
+                                + _global(b'ZODB.blob', b'Blob') + b'tQ'))),
+        1: _global(b'ZODB.blob', b'Blob') + b'.N.',
+    })
+    counts = python2.convertPython2(str(path), report=quiet)
+    assert counts['blob_records_kept'] == 1
+    assert counts['python2_records'] == 1  # the root
+    lines = []
+    again = python2.convertPython2(str(path), report=lines.append)
+    assert again['python2_records'] == again['transactions'] == 0
+    assert lines[0].startswith('nothing to convert')

@@ -26,8 +26,8 @@ How, record by record (current revisions):
   the records of every ``_held`` tree) and the payloads of ``datetime`` /
   ``date`` / ``time`` values.  An oid that happened to decode as text goes
   back to its exact bytes; a text value that does not decode is decoded
-  with `fallback_encodings`, or the stage stops before writing anything and
-  names the records (remedy: give a fallback encoding).  Attributes that an
+  with `fallback_encodings`, kept as bytes with `keep_undecodable`, or
+  else the stage stops before writing anything and names the records.  Attributes that an
   installed package declares binary through zodbupdate's
   ``zodbupdate.decode`` entry points are left to those declarations.
 * Stored Failures get Python 3 type names in ``parents`` (so that
@@ -80,6 +80,9 @@ _PY2_RENAMES = {
     ('__builtin__', 'set'): ('builtins', 'set'),
     ('sets', 'Set'): ('zodbupdate.convert', 'Set'),
 }
+
+# records zodbupdate does not rewrite
+_SKIPPED = frozenset(['ZODB.blob.Blob'])
 
 _PY2_MODULES = frozenset(
     ['exceptions', '__builtin__', 'copy_reg', 'sets', 'UserDict']
@@ -220,6 +223,8 @@ class _Findings:
     inline_kept: Counter = field(default_factory=Counter)
     rebuilt: int = 0
     fallback: Counter = field(default_factory=Counter)  # encoding -> values
+    kept_bytes: int = 0  # undecodable text kept as bytes
+    blobs: int = 0  # blob records, left as they are
     problems: List[str] = field(default_factory=list)
     to_convert: List[bytes] = field(default_factory=list)
 
@@ -243,12 +248,14 @@ class _Converter:
     """Converts records with a zodbupdate ObjectRenamer plus the fixes
     above; `findings` collects what it did or would do."""
 
-    def __init__(self, encoding: str, fallbacks: Sequence[str]) -> None:
+    def __init__(self, encoding: str, fallbacks: Sequence[str],
+                 keep_undecodable: bool = False) -> None:
         import zodbupdate.convert
         import zodbupdate.serialize
 
         self.encoding = encoding
         self.fallbacks = tuple(fallbacks)
+        self.keep_undecodable = keep_undecodable
         self.findings = _Findings()
         self.record = _Record(b'')
         self.held: Set[bytes] = set()
@@ -273,7 +280,8 @@ class _Converter:
                         module, name)
                 inner.find_global = find_global
                 inner.find_class = find_global
-                return _LoadHook(inner, converter.convertState)
+                return _LoadHook(inner, converter.convertState,
+                                 converter.recordClass)
 
         self.renamer = Renamer(
             renames=dict(_PY2_RENAMES),
@@ -289,6 +297,10 @@ class _Converter:
         self.record = record = _recordFacts(oid, data)
         record.held = oid in self.held
         output = self.renamer.rename(io.BytesIO(data))
+        if output is None and record.klass in _SKIPPED:
+            # zodbupdate leaves blob records alone; they load on Python 3
+            self.findings.blobs += 1
+            return None
         if not (record.python2 or record.changed):
             return None
         if output is None:
@@ -319,9 +331,11 @@ class _Converter:
 
     # the state
 
+    def recordClass(self, meta: Any) -> None:
+        self.record.klass = _metaPath(meta)
+
     def convertState(self, meta: Any, state: Any) -> Any:
         record = self.record
-        record.klass = _metaPath(meta)
         declared = self.declared.get(tuple(record.klass.rsplit('.', 1)), {})
         memo: Dict[int, Any] = {}
         if isinstance(state, dict):
@@ -434,9 +448,11 @@ class _Converter:
         # make the class findable under its name, for the pickler
         zodbupdate.serialize.create_broken_module_for(klass)
         initargs = value.__Broken_initargs__
-        if initargs is not None:
-            return _Inline(klass, initargs, True, state)
-        return _Inline(klass, value.__Broken_newargs__ or (), False, state)
+        args = tuple(
+            self.value(a, '%s(%s)()' % (where, path), memo)
+            for a in (value.__Broken_newargs__ or ()
+                      if initargs is None else initargs))
+        return _Inline(klass, args, initargs is not None, state)
 
     def failure(self, state: Dict[Any, Any], where: str) -> None:
         """Python 3 type names in the `parents` of a stored Failure."""
@@ -459,6 +475,9 @@ class _Converter:
             self.findings.fallback[encoding] += 1
             self.record.changed = True
             return text
+        if self.keep_undecodable:
+            self.findings.kept_bytes += 1
+            return value
         self.findings.problems.append(
             'record %s: %s holds a Python 2 string that is not %s text: '
             '%r' % (_oidRepr(self.record.oid), where, self.encoding,
@@ -470,14 +489,17 @@ class _LoadHook:
     """The unpickler zodbupdate asked for, returning the converted state
     as its second load (the first is the class)."""
 
-    def __init__(self, unpickler: Any, convert: Callable[[Any, Any], Any]):
-        self.unpickler, self.convert = unpickler, convert
+    def __init__(self, unpickler: Any, convert: Callable[[Any, Any], Any],
+                 onClass: Callable[[Any], None]):
+        self.unpickler, self.convert, self.onClass = (
+            unpickler, convert, onClass)
         self.meta: Any = _LoadHook
 
     def load(self) -> Any:
         value = self.unpickler.load()
         if self.meta is _LoadHook:
             self.meta = value
+            self.onClass(value)
             return value
         return self.convert(self.meta, value)
 
@@ -565,6 +587,9 @@ def _describe(findings: _Findings, would: bool,
     if findings.rebuilt:
         report('  ZODB.broken.rebuild calls turned back into their class: '
                '%d' % findings.rebuilt)
+    if findings.kept_bytes:
+        report('  text that does not decode kept as bytes: %d values'
+               % findings.kept_bytes)
     for encoding, n in sorted(findings.fallback.items()):
         report('  text decoded with the fallback %s: %d values'
                % (encoding, n))
@@ -586,6 +611,8 @@ def _counts(findings: _Findings, converter: _Converter, **extra: Any
         'held_oids': findings.held_oids,
         'rebuilt_instances': findings.rebuilt,
         'fallback_decoded': dict(findings.fallback),
+        'undecodable_kept': findings.kept_bytes,
+        'blob_records_kept': findings.blobs,
         'inline_not_importable': dict(findings.inline_kept),
     }
     result.update(extra)
@@ -606,9 +633,10 @@ def _check(findings: _Findings, converter: _Converter) -> None:
             '%d stored values cannot be converted (first: %s); nothing was '
             'written; remedy: if they are text in another encoding, give a '
             'fallback encoding (fallback_encodings=["latin-1"], as '
-            'zodbupdate\'s --encoding-fallback), if they are binary data of '
-            'your application, declare the attribute binary with a '
-            '"zodbupdate.decode" entry point'
+            'zodbupdate\'s --encoding-fallback); if they are binary data of '
+            'your application, keep them as bytes (keep_undecodable=True) or '
+            'declare the attribute binary with a "zodbupdate.decode" entry '
+            'point'
             % (len(findings.problems), findings.problems[0]),
             findings.problems)
 
@@ -644,6 +672,7 @@ def convertPython2(path: str, *, dry_run: bool = False,
                    report: Callable[[str], None] = print,
                    encoding: str = 'utf-8',
                    fallback_encodings: Sequence[str] = (),
+                   keep_undecodable: bool = False,
                    batch_size: int = 1000,
                    pack: bool = False) -> Dict[str, Any]:
     """Convert the Python 2 FileStorage file `path` in place into Python 3
@@ -651,7 +680,8 @@ def convertPython2(path: str, *, dry_run: bool = False,
 
     `dry_run` reads only (a Python 2 file through a temporary copy) and
     reports what would change.  `encoding` reads Python 2 strings;
-    `fallback_encodings` are tried for text that does not decode with it.
+    `fallback_encodings` are tried for text that does not decode with it;
+    `keep_undecodable` keeps what none decodes as bytes (else an error).
     Converted records are committed `batch_size` at a time.  `pack` packs
     the storage afterwards, dropping the older (Python 2) revisions.
 
@@ -659,7 +689,7 @@ def convertPython2(path: str, *, dry_run: bool = False,
     ``python2_by_class`` (converted, or to convert), ``fixed_python3_records``
     (Python 3 records fixed), ``renames``, ``failure_parents``,
     ``held_oids``, ``rebuilt_instances``, ``fallback_decoded``,
-    ``inline_not_importable``, ``magic`` (before), ``magic_rewritten``,
+    ``undecodable_kept``, ``blob_records_kept``, ``inline_not_importable``, ``magic`` (before), ``magic_rewritten``,
     ``transactions``, ``old_python2_revisions``, ``packed``, ``dry_run``.
     Raises Python2ConversionError (nothing written) for a file that is not
     a FileStorage, is in use, or holds values it cannot convert.
@@ -676,7 +706,9 @@ def convertPython2(path: str, *, dry_run: bool = False,
         raise Python2ConversionError(
             '%s is not a FileStorage file (it starts with %r, not FS21 or '
             'FS30)' % (path, magic))
-    converter = _Converter(encoding, fallback_encodings)
+    def newConverter() -> _Converter:
+        return _Converter(encoding, fallback_encodings, keep_undecodable)
+    converter = newConverter()
     extra: Dict[str, Any] = {'magic': magic.decode('ascii'),
                              'dry_run': dry_run, 'packed': False,
                              'magic_rewritten': False, 'transactions': 0}
@@ -721,8 +753,8 @@ def convertPython2(path: str, *, dry_run: bool = False,
     try:
         with _quietZodbupdate():
             extra['transactions'] = _store(storage, findings.to_convert,
-                                           encoding, fallback_encodings,
-                                           converter.held, batch_size)
+                                           newConverter(), converter.held,
+                                           batch_size)
         if extra['transactions']:
             report('committed %d transaction(s)' % extra['transactions'])
         if pack:
@@ -740,13 +772,11 @@ def convertPython2(path: str, *, dry_run: bool = False,
     return _counts(findings, converter, **extra)
 
 
-def _store(storage: Any, oids: List[bytes], encoding: str,
-           fallbacks: Sequence[str], held: Set[bytes],
-           batch_size: int) -> int:
+def _store(storage: Any, oids: List[bytes], converter: _Converter,
+           held: Set[bytes], batch_size: int) -> int:
     """Convert and store the records `oids`, `batch_size` per transaction;
     the number of transactions committed."""
     from ZODB.Connection import TransactionMetaData
-    converter = _Converter(encoding, fallbacks)
     converter.held = held
     transactions = 0
     for start in range(0, len(oids), batch_size):
