@@ -599,6 +599,13 @@ def _describe(findings: _Findings, would: bool,
                    '%s %d' % kv for kv in sorted(findings.inline_kept.items())))
 
 
+def _nothing(findings: _Findings, report: Callable[[str], None]) -> None:
+    report('nothing to convert: %d current records are Python 3 pickles%s'
+           % (findings.records - findings.blobs,
+              ' (and %d blob records, which need none)' % findings.blobs
+              if findings.blobs else ''))
+
+
 def _counts(findings: _Findings, converter: _Converter, **extra: Any
             ) -> Dict[str, Any]:
     result: Dict[str, Any] = {
@@ -720,8 +727,7 @@ def convertPython2(path: str, *, dry_run: bool = False,
         if magic == walk.MAGIC_PY2:
             report('would rewrite the FileStorage magic FS21 -> FS30')
         if not findings.to_convert and magic == walk.MAGIC_PY3:
-            report('nothing to convert: %d current records are Python 3 '
-                   'pickles' % findings.records)
+            _nothing(findings, report)
         else:
             _describe(findings, True, report)
         _check(findings, converter)
@@ -745,8 +751,7 @@ def convertPython2(path: str, *, dry_run: bool = False,
     if extra['magic_rewritten']:
         report('rewrote the FileStorage magic FS21 -> FS30')
     if not findings.to_convert:
-        report('nothing to convert: %d current records are Python 3 '
-               'pickles' % findings.records)
+        _nothing(findings, report)
     else:
         _describe(findings, False, report)
     storage = ZODB.FileStorage.FileStorage(path)
