@@ -882,3 +882,17 @@ def convertedCopy(path: str, *,
         shutil.copyfile(path, copy)
         convertPython2(copy, report=report, **options)
         yield copy
+
+
+@contextlib.contextmanager
+def dryRunPreview(uri: str, counts: Dict[str, Any]) -> Iterator[str]:
+    """The URI the later stages of a dry run should read after
+    ``migrateStage(uri, report, True)`` returned `counts`: `uri` itself
+    when the stage had nothing to do, else that of a converted temporary
+    copy (removed on exit), since ZODB cannot open the Python 2 file."""
+    if not (counts['python2_records'] or counts['fixed_python3_records']
+            or counts['magic'] != walk.MAGIC_PY3.decode('ascii')):
+        yield uri
+        return
+    with convertedCopy(pathFromURI(uri), report=lambda line: None) as copy:
+        yield 'file://' + urllib.parse.quote(copy)
