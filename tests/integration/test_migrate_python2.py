@@ -648,8 +648,11 @@ def test_migrate_stage_errors_are_command_errors(tmp_path):
     assert 'fallback' in str(info.value) and info.value.code != EXIT_URI
     assert len(report.lines) == 1 and 'al\\xefce' in report.lines[0]
     with pytest.raises(CommandError) as info:
-        python2.migrateStage('zeo://127.0.0.1:1', report, False)
+        python2.migrateStage('zeo://127.0.0.1', report, False)  # no port
     assert info.value.code == EXIT_URI
+    with pytest.raises(CommandError) as info:
+        python2.migrateStage('file://elsewhere/Data.fs', report, False)
+    assert info.value.code == EXIT_URI and 'names a host' in str(info.value)
 
 
 def test_converted_copy_for_a_dry_run_preview(tmp_path, python3Walk):

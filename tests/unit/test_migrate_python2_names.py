@@ -59,9 +59,10 @@ def test_path_from_uri():
 
 
 @pytest.mark.parametrize('uri, words', [
-    ('zeo://127.0.0.1:8100', ['zeo server', 'stop the server',
-                              'file:///path/Data.fs']),
-    ('postgres://postgres@localhost/db', ['zodbconvert', 'zodbupdate']),
+    ('zeo://127.0.0.1:8100', ['convertPython2Storage', 'zeo://',
+                              'stop it', 'file:///path/Data.fs']),
+    ('postgres://postgres@localhost/db', ['convertPython2Storage',
+                                          'postgres://']),
 ])
 def test_other_databases_get_the_remedy(uri, words):
     with pytest.raises(python2.Python2ConversionError) as info:

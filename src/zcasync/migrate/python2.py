@@ -110,15 +110,12 @@ def pathFromURI(uri: str) -> str:
                 'file URI %s names a host; use file:///absolute/path' % uri)
         return urllib.parse.unquote(path)
     raise Python2ConversionError(
-        '--from-python2 converts a FileStorage file (file:///path/Data.fs), '
-        'not %s: a Python 2 database behind a %s server is converted where '
-        'its file is: stop the server and run "zcasync migrate --db '
-        'file:///path/Data.fs --from-python2" on its Data.fs (for ZEO), or '
-        'copy the database into a FileStorage with zodbconvert, convert that '
-        'and copy it back (for RelStorage); alternatively run zodbupdate '
-        '--convert-py3 --encoding utf-8 on the server, then zcasync migrate '
-        'without --from-python2 fixes what zodbupdate leaves'
-        % (uri, parsed.scheme))
+        '%s is not a FileStorage file URI (file:///path/Data.fs): convert '
+        'the storage of a %s:// database with convertPython2Storage (as '
+        '"zcasync migrate --from-python2" does); a ZEO server on Python 3 '
+        'cannot serve a Python 2 file (magic FS21) at all: stop it and run '
+        '"zcasync migrate --db file:///path/Data.fs --from-python2" on its '
+        'file' % (uri, parsed.scheme))
 
 
 # --- values the unpickler produces --------------------------------------------
@@ -670,9 +667,60 @@ def _setMagic(path: str, magic: bytes) -> None:
 
 
 def _oldPython2Revisions(storage: Any) -> int:
+    """Non-current revisions that are Python 2 pickles (0 for a storage
+    without history or without iteration)."""
+    supports = getattr(storage, 'supportsUndo', None)
+    if supports is not None and not supports():
+        return 0
     current = {oid: tid for oid, tid, _ in walk.currentRecords(storage)}
-    return sum(1 for oid, tid, data in walk.allRecords(storage)
-               if current.get(oid) != tid and walk.isPython2Record(data))
+    try:
+        return sum(1 for oid, tid, data in walk.allRecords(storage)
+                   if current.get(oid) != tid and walk.isPython2Record(data))
+    except Exception:  # a storage that cannot iterate its history
+        return 0
+
+
+def _reportOld(extra: Dict[str, Any], report: Callable[[str], None]) -> None:
+    if extra['old_python2_revisions']:
+        report('%d older revisions are still Python 2 pickles (zcasync never '
+               'loads them; undo and history tools would): pack the storage '
+               'to remove them' % extra['old_python2_revisions'])
+
+
+def convertPython2Storage(storage: Any, *, dry_run: bool = False,
+                          report: Callable[[str], None] = print,
+                          encoding: str = 'utf-8',
+                          fallback_encodings: Sequence[str] = (),
+                          keep_undecodable: bool = False,
+                          batch_size: int = 1000) -> Dict[str, Any]:
+    """`convertPython2` on an open storage that Python 3 can already open
+    (RelStorage holding Python 2 pickles, a ZEO server, a FileStorage whose
+    magic was rewritten): no magic, no lock (stop the processes writing to
+    it first: a record changed meanwhile makes the stage stop with a
+    conflict; run it again), no pack.  Same counts."""
+    if batch_size < 1:
+        raise ValueError('batch_size must be at least 1, not %r' % batch_size)
+    converter = _Converter(encoding, fallback_encodings, keep_undecodable)
+    extra: Dict[str, Any] = {'magic': None, 'dry_run': dry_run,
+                             'packed': False, 'magic_rewritten': False,
+                             'transactions': 0}
+    with _quietZodbupdate():
+        findings = _plan(storage, converter)
+        _check(findings, converter)
+        if not findings.to_convert:
+            _nothing(findings, report)
+        else:
+            _describe(findings, dry_run, report)
+        if not dry_run:
+            extra['transactions'] = _store(
+                storage, findings.to_convert,
+                _Converter(encoding, fallback_encodings, keep_undecodable),
+                converter.held, batch_size)
+            if extra['transactions']:
+                report('committed %d transaction(s)' % extra['transactions'])
+    extra['old_python2_revisions'] = _oldPython2Revisions(storage)
+    _reportOld(extra, report)
+    return _counts(findings, converter, **extra)
 
 
 def convertPython2(path: str, *, dry_run: bool = False,
@@ -770,10 +818,7 @@ def convertPython2(path: str, *, dry_run: bool = False,
         extra['old_python2_revisions'] = _oldPython2Revisions(storage)
     finally:
         storage.close()
-    if extra['old_python2_revisions']:
-        report('%d older revisions are still Python 2 pickles (zcasync never '
-               'loads them; undo and history tools would): pack the storage '
-               'to remove them' % extra['old_python2_revisions'])
+    _reportOld(extra, report)
     return _counts(findings, converter, **extra)
 
 
@@ -847,24 +892,43 @@ def _quietZodbupdate() -> Iterator[None]:
 
 # --- for the zcasync migrate command -----------------------------------------
 
-def migrateStage(uri: str, report: Any, dry_run: bool) -> Dict[str, Any]:
+def migrateStage(uri: str, report: Any, dry_run: bool,
+                 connect_timeout: float = 10.0) -> Dict[str, Any]:
     """The stage as ``zcasync migrate --from-python2`` runs it: `uri` is
-    the ``--db`` URI (``file://`` only, see `pathFromURI`), `report` has a
+    the ``--db`` URI (``file://``: `convertPython2`; ``zeo://``,
+    ``postgres://``: `convertPython2Storage`), `report` has a
     ``line(text)`` method; problems become a one-line
     ``zcasync.cli.common.CommandError`` (its details printed first),
-    leaving the database as it was.  Returns `convertPython2`'s counts."""
+    leaving the database as it was.  Returns the stage's counts."""
     from zcasync.cli import common
     exit_format = getattr(common, 'EXIT_FORMAT', common.EXIT_UNAVAILABLE)
+    path = None
+    if urllib.parse.urlsplit(uri).scheme in ('', 'file'):
+        try:
+            path = pathFromURI(uri)
+        except Python2ConversionError as e:
+            raise common.CommandError(str(e), common.EXIT_URI) from None
     try:
-        path = pathFromURI(uri)
-    except Python2ConversionError as e:
-        raise common.CommandError(str(e), common.EXIT_URI) from None
-    try:
-        return convertPython2(path, dry_run=dry_run, report=report.line)
+        if path is not None:
+            return convertPython2(path, dry_run=dry_run, report=report.line)
+        return _convertURI(uri, dry_run, report.line, connect_timeout)
     except Python2ConversionError as e:
         for line in e.details:
             report.line('  ' + line)
         raise common.CommandError(str(e), exit_format) from None
+
+
+def _convertURI(uri: str, dry_run: bool, report: Callable[[str], None],
+                connect_timeout: float) -> Dict[str, Any]:
+    """`convertPython2Storage` on the storage of a zeo:// or postgres://
+    URI (opened as zcasync's commands open it, with their errors)."""
+    from zcasync.cli import db as cli_db
+    db = cli_db.openDatabase(uri, connect_timeout, create=False)
+    try:
+        return convertPython2Storage(db.storage, dry_run=dry_run,
+                                     report=report)
+    finally:
+        db.close()
 
 
 @contextlib.contextmanager
@@ -890,8 +954,11 @@ def dryRunPreview(uri: str, counts: Dict[str, Any]) -> Iterator[str]:
     ``migrateStage(uri, report, True)`` returned `counts`: `uri` itself
     when the stage had nothing to do, else that of a converted temporary
     copy (removed on exit), since ZODB cannot open the Python 2 file."""
-    if not (counts['python2_records'] or counts['fixed_python3_records']
+    if counts['magic'] is None or not (
+            counts['python2_records'] or counts['fixed_python3_records']
             or counts['magic'] != walk.MAGIC_PY3.decode('ascii')):
+        # nothing to do, or not a file: the later stages read the database
+        # (converted records of another storage are read as they are)
         yield uri
         return
     with convertedCopy(pathFromURI(uri), report=lambda line: None) as copy:
