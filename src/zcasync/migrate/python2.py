@@ -57,6 +57,7 @@ import datetime
 import os
 import sys
 import time
+import types
 import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
@@ -411,9 +412,9 @@ class _Converter:
             return frozenset(converted)
         if isinstance(value, Broken):
             return self.broken(value, where, memo)
-        if isinstance(value, type) or callable(value) and not hasattr(
-                value, '__dict__'):
-            return value
+        if isinstance(value, (type, types.FunctionType,
+                              types.BuiltinFunctionType, types.MethodType)):
+            return value  # stored by reference
         if isinstance(value, BaseException):
             value.args = tuple(
                 self.value(a, where + '.args[]', memo) for a in value.args)
