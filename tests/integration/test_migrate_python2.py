@@ -15,7 +15,7 @@ import sys
 import pytest
 import ZODB.FileStorage
 
-from zcasync.migrate import python2, walk
+from zcasync.migrate import py2records, python2, walk
 
 PY2 = 'zc_async_1_5_py2'
 PY3 = 'zc_async_1_5'
@@ -381,8 +381,8 @@ def test_finishes_a_database_converted_without_the_fixes(
     # ZODB.broken.rebuild calls gives what plain zodbupdate --convert-py3
     # leaves; a second run finishes exactly those records
     copy = copyData(tmp_path)
-    monkeypatch.setattr(python2, 'py3Parents', list)
-    monkeypatch.setattr(python2._Converter, 'broken',
+    monkeypatch.setattr(py2records, 'py3Parents', list)
+    monkeypatch.setattr(py2records.Converter, 'broken',
                         lambda self, value, where, memo: value)
     python2.convertPython2(str(copy), report=quiet)
     monkeypatch.undo()
@@ -430,7 +430,7 @@ def test_a_held_oid_left_as_text_by_an_earlier_conversion_is_fixed(
     copy = copyData(tmp_path)
     _patch(copy, b'U\x08\x00\x00\x00\x00\x00\x00\x00\x85q\x07',
            b'U\x08\x00\x00\x00\x00\x00\x00\x00\x05q\x07', count=1)
-    monkeypatch.setattr(python2, '_heldTrees', lambda storage: set())
+    monkeypatch.setattr(python2, 'heldTrees', lambda storage: set())
     python2.convertPython2(str(copy), report=quiet)
     monkeypatch.undo()
     assert _heldKeys(copy)[0][2] == '\x00' * 7 + '\x05'  # as plain zodbupdate
