@@ -627,15 +627,24 @@ class _Report:
         self.lines.append(text)
 
 
-def test_migrate_stage_takes_the_command_s_uri_and_report(tmp_path):
+def test_migrate_stage_takes_the_command_s_uri_and_report(tmp_path,
+                                                         python3Walk):
     copy = copyData(tmp_path)
+    uri = 'file://%s' % copy
+    before = digest(copy)
     report = _Report()
-    counts = python2.migrateStage('file://%s' % copy, report, True)
-    assert counts['dry_run'] and walk.fileMagic(str(copy)) == walk.MAGIC_PY2
+    # a dry run: the later stages get a converted copy to read
+    preview = python2.migrateStage(uri, report, True)
+    assert digest(copy) == before
     assert report.lines[0] == 'would rewrite the FileStorage magic FS21 -> FS30'
-    counts = python2.migrateStage('file://%s' % copy, report, False)
-    assert counts['python2_records'] == counts['records']
-    assert walk.fileMagic(str(copy)) == walk.MAGIC_PY3
+    assert preview.startswith('file://') and preview != uri
+    assertSameForm(walk.walkFileStorage(python2.pathFromURI(preview)),
+                   python3Walk)
+    # the conversion: the later stages open the database itself
+    assert python2.migrateStage(uri, report, False) == uri
+    assertSameForm(walk.walkFileStorage(str(copy)), python3Walk)
+    # nothing left to do: a dry run reads the database itself too
+    assert python2.migrateStage(uri, report, True) == uri
 
 
 def test_migrate_stage_errors_are_command_errors(tmp_path):

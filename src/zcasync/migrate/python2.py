@@ -58,7 +58,8 @@ import contextlib
 import os
 import time
 import urllib.parse
-from typing import Any, Callable, Dict, Iterator, List, Sequence, Set
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Set
 
 from zcasync.migrate import walk
 from zcasync.migrate.py2records import (
@@ -66,7 +67,7 @@ from zcasync.migrate.py2records import (
     py3TypeName, quietZodbupdate)
 
 __all__ = ['convertPython2', 'convertPython2Storage', 'pathFromURI',
-           'migrateStage', 'convertedCopy', 'dryRunPreview',
+           'migrateStage', 'convertedCopy',
            'Python2ConversionError', 'py3Parents', 'py3TypeName']
 
 #: The note of the transactions this stage writes.
@@ -404,13 +405,18 @@ def _store(storage: Any, oids: List[bytes], converter: Converter,
 # --- for the zcasync migrate command -----------------------------------------
 
 def migrateStage(uri: str, report: Any, dry_run: bool,
-                 connect_timeout: float = 10.0) -> Dict[str, Any]:
-    """The stage as ``zcasync migrate --from-python2`` runs it: `uri` is
-    the ``--db`` URI (``file://``: `convertPython2`; ``zeo://``,
-    ``postgres://``: `convertPython2Storage`), `report` has a
-    ``line(text)`` method; problems become a one-line
-    ``zcasync.cli.common.CommandError`` (its details printed first),
-    leaving the database as it was.  Returns the stage's counts."""
+                 connect_timeout: float = 10.0) -> Optional[str]:
+    """The stage as ``zcasync migrate --from-python2`` runs it (the seam of
+    ``zcasync.cli.migrate``): `uri` is the ``--db`` URI (``file://``:
+    `convertPython2`; ``zeo://``, ``postgres://``:
+    `convertPython2Storage`), `report` has a ``line(text)`` method.
+
+    Returns the URI the later stages open: `uri` itself, or in a dry run
+    that found Python 2 records in a file the URI of a converted temporary
+    copy (removed when the process exits), or None when a dry run cannot
+    show more (Python 2 records in a server's storage).  Problems become a
+    one-line ``zcasync.cli.common.CommandError`` (its details printed
+    first), leaving the database as it was."""
     from zcasync.cli import common
     exit_format = getattr(common, 'EXIT_FORMAT', common.EXIT_UNAVAILABLE)
     path = None
@@ -420,13 +426,39 @@ def migrateStage(uri: str, report: Any, dry_run: bool,
         except Python2ConversionError as e:
             raise common.CommandError(str(e), common.EXIT_URI) from None
     try:
-        if path is not None:
-            return convertPython2(path, dry_run=dry_run, report=report.line)
-        return _convertURI(uri, dry_run, report.line, connect_timeout)
+        if path is None:
+            counts = _convertURI(uri, dry_run, report.line, connect_timeout)
+        else:
+            counts = convertPython2(path, dry_run=dry_run,
+                                    report=report.line)
     except Python2ConversionError as e:
         for line in e.details:
             report.line('  ' + line)
         raise common.CommandError(str(e), exit_format) from None
+    if not dry_run or not _workLeft(counts):
+        return uri
+    if path is None:
+        return None
+    return _previewCopy(path)
+
+
+def _workLeft(counts: Dict[str, Any]) -> bool:
+    return bool(counts['python2_records'] or counts['fixed_python3_records']
+                or counts['magic'] == walk.MAGIC_PY2.decode('ascii'))
+
+
+def _previewCopy(path: str) -> str:
+    """The URI of a converted copy of `path` in a temporary folder that is
+    removed when the process exits."""
+    import atexit
+    import shutil
+    import tempfile
+    folder = tempfile.mkdtemp(prefix='zcasync-py2-preview-')
+    atexit.register(shutil.rmtree, folder, True)
+    copy = os.path.join(folder, 'Data.fs')
+    shutil.copyfile(path, copy)
+    convertPython2(copy, report=lambda line: None)
+    return 'file://' + urllib.parse.quote(copy)
 
 
 def _convertURI(uri: str, dry_run: bool, report: Callable[[str], None],
@@ -458,19 +490,3 @@ def convertedCopy(path: str, *,
         convertPython2(copy, report=report, **options)
         yield copy
 
-
-@contextlib.contextmanager
-def dryRunPreview(uri: str, counts: Dict[str, Any]) -> Iterator[str]:
-    """The URI the later stages of a dry run should read after
-    ``migrateStage(uri, report, True)`` returned `counts`: `uri` itself
-    when the stage had nothing to do, else that of a converted temporary
-    copy (removed on exit), since ZODB cannot open the Python 2 file."""
-    if counts['magic'] is None or not (
-            counts['python2_records'] or counts['fixed_python3_records']
-            or counts['magic'] != walk.MAGIC_PY3.decode('ascii')):
-        # nothing to do, or not a file: the later stages read the database
-        # (converted records of another storage are read as they are)
-        yield uri
-        return
-    with convertedCopy(pathFromURI(uri), report=lambda line: None) as copy:
-        yield 'file://' + urllib.parse.quote(copy)
