@@ -90,7 +90,7 @@ def assertSameForm(got, expected):
     assert not {'STRING', 'BINSTRING', 'SHORT_BINSTRING'} & set(got.opcodes)
 
 
-# --- the converted fixture has the Python 3 fixture's form ----------------
+# --- the converted fixture has the Python 3 fixture's form -------------------
 
 def test_converted_records_have_the_python3_form(converted, python3Walk):
     copy, counts = converted
@@ -284,7 +284,7 @@ def test_same_form_when_the_application_is_importable(tmp_path, monkeypatch,
     assertSameForm(walk.walkFileStorage(str(copy)), python3Walk)
 
 
-# --- dry run, second run, interruption, pack ------------------------------
+# --- dry run, second run, interruption, pack ---------------------------------
 
 def test_dry_run_changes_nothing(tmp_path):
     copy = copyData(tmp_path)
@@ -373,7 +373,7 @@ def test_pack_drops_the_python2_revisions(tmp_path, python3Walk):
     assertSameForm(walk.walkFileStorage(str(copy)), python3Walk)
 
 
-# --- what plain zodbupdate leaves, finished here ---------------------------
+# --- what plain zodbupdate leaves, finished here -----------------------------
 
 def test_finishes_a_database_converted_without_the_fixes(
         tmp_path, monkeypatch, python3Walk):
@@ -439,7 +439,7 @@ def test_a_held_oid_left_as_text_by_an_earlier_conversion_is_fixed(
     assert _heldKeys(copy)[0][2] == (5).to_bytes(8, 'big')
 
 
-# --- text that is not UTF-8 ------------------------------------------------
+# --- text that is not UTF-8 --------------------------------------------------
 
 def test_text_that_is_not_utf8_stops_the_stage_before_writing(tmp_path):
     copy = copyData(tmp_path)
@@ -617,7 +617,7 @@ def test_payloads_and_text_that_decode_by_chance(tmp_path):
                        for data in snapshot.data.values())
 
 
-# --- as zcasync migrate calls it ------------------------------------------------
+# --- as zcasync migrate calls it ---------------------------------------------
 
 class _Report:
     def __init__(self):
@@ -636,7 +636,8 @@ def test_migrate_stage_takes_the_command_s_uri_and_report(tmp_path,
     # a dry run: the later stages get a converted copy to read
     preview = python2.migrateStage(uri, report, True)
     assert digest(copy) == before
-    assert report.lines[0] == 'would rewrite the FileStorage magic FS21 -> FS30'
+    assert report.lines[0] == (
+        'would rewrite the FileStorage magic FS21 -> FS30')
     assert preview.startswith('file://') and preview != uri
     assertSameForm(walk.walkFileStorage(python2.pathFromURI(preview)),
                    python3Walk)

@@ -79,7 +79,7 @@ def test_file_uri_with_a_host_is_refused():
         python2.pathFromURI('file://elsewhere/srv/Data.fs')
 
 
-# --- walk ---------------------------------------------------------------------
+# --- walk --------------------------------------------------------------------
 
 def test_python2_records_are_told_by_their_opcodes():
     assert walk.isPython2Record(b'(dp1\n.')  # protocol 0

@@ -54,7 +54,7 @@ class Python2ConversionError(Exception):
         self.details = list(details)
 
 
-# --- values the unpickler produces --------------------------------------------
+# --- values the unpickler produces -------------------------------------------
 
 class _StoredTemporal:
     """A datetime, date or time read from a record, written back as the
@@ -133,7 +133,7 @@ def py3Parents(parents: Sequence[str]) -> List[str]:
     return result
 
 
-# --- one record ---------------------------------------------------------------
+# --- one record --------------------------------------------------------------
 
 @dataclass
 class _Record:

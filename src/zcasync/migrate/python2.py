@@ -45,10 +45,11 @@ by name).  The stage must run before anything installs aliases for
 zc.async names: it refuses to run if a stored class resolves to another
 path here.  The record-level work is in `zcasync.migrate.py2records`;
 `convertPython2Storage` does the same on a storage Python 3 opens through
-a server (RelStorage, ZEO).  The file is first read completely without writing (problems
-stop it there, the magic restored); then the records that need it are
-converted in transactions of at most `batch_size` records.  A second run,
-or a run after an interruption, converts only what is still Python 2.
+a server (RelStorage, ZEO).  The file is first read completely without
+writing (problems stop it there, the magic restored); then the records
+that need it are converted in transactions of at most `batch_size`
+records.  A second run, or a run after an interruption, converts only
+what is still Python 2.
 Older revisions are left as they are unless `pack` is given: zcasync
 never loads them, but undo and history tools would meet Python 2 pickles.
 """
@@ -94,7 +95,7 @@ def pathFromURI(uri: str) -> str:
         'file' % (uri, parsed.scheme))
 
 
-# --- the stage ----------------------------------------------------------------
+# --- the stage ---------------------------------------------------------------
 
 def _plan(storage: Any, converter: Converter) -> Findings:
     """Convert every current record in memory (nothing is stored)."""
@@ -139,7 +140,8 @@ def _describe(findings: Findings, would: bool,
     if findings.inline_kept:
         report('  instances of classes not importable here, kept as they '
                'are: %s' % ', '.join(
-                   '%s %d' % kv for kv in sorted(findings.inline_kept.items())))
+                   '%s %d' % kv
+                   for kv in sorted(findings.inline_kept.items())))
 
 
 def _nothing(findings: Findings, report: Callable[[str], None]) -> None:
@@ -290,8 +292,9 @@ def convertPython2(path: str, *, dry_run: bool = False,
     ``python2_by_class`` (converted, or to convert), ``fixed_python3_records``
     (Python 3 records fixed), ``renames``, ``failure_parents``,
     ``held_oids``, ``rebuilt_instances``, ``fallback_decoded``,
-    ``undecodable_kept``, ``blob_records_kept``, ``inline_not_importable``, ``magic`` (before), ``magic_rewritten``,
-    ``transactions``, ``old_python2_revisions``, ``packed``, ``dry_run``.
+    ``undecodable_kept``, ``blob_records_kept``, ``inline_not_importable``,
+    ``magic`` (before), ``magic_rewritten``, ``transactions``,
+    ``old_python2_revisions``, ``packed``, ``dry_run``.
     Raises Python2ConversionError (nothing written) for a file that is not
     a FileStorage, is in use, or holds values it cannot convert.
     """
