@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import io
 import os
 import pickletools
@@ -130,6 +131,7 @@ def makeRef(pid: Any) -> Ref:
     return Ref(_asOid(pid))
 
 
+@functools.lru_cache(maxsize=None)
 def _unpicklerClass() -> type:
     import zodbpickle.pickle
 
@@ -449,10 +451,11 @@ def walkFileStorage(path: str, *, current_only: bool = True,
 
 
 class Snapshot:
-    """The current records of a storage, read on demand with stand-ins:
-    ``snapshot[oid]`` is ``(class path, state)``; `follow` reads the state
-    behind a `Ref`.  For checking a database's contents (e.g. against a
-    fixture's MANIFEST.json) without its classes."""
+    """The current records of a storage (all held in memory), read on
+    demand with stand-ins: ``snapshot[oid]`` is ``(class path, state)``;
+    `follow` reads the state behind a `Ref`.  For checking a database's
+    contents (e.g. against a fixture's MANIFEST.json) without its
+    classes."""
 
     def __init__(self, storage: Any, *, encoding: str = 'ASCII') -> None:
         self.encoding = encoding
