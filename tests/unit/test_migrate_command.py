@@ -312,13 +312,6 @@ def test_unknown_zc_async_class_refused(fixture, monkeypatch):
     assert lastTransaction(fixture / 'Data.fs') == tid
 
 
-def test_from_python2_not_available_here(fixture):
-    tid = lastTransaction(fixture / 'Data.fs')
-    code, out, err = _migrate(fixture, '--from-python2')
-    assert code == EXIT_FORMAT and '--from-python2' in err
-    assert lastTransaction(fixture / 'Data.fs') == tid
-
-
 def test_batch_must_be_positive(fixture):
     code, out, err = _migrate(fixture, '--batch', '0')
     assert code == 2 and '--batch' in err
@@ -407,11 +400,11 @@ def test_python2_stage_runs_first_and_names_the_database(fixture,
     from zcasync.migrate import python2
     calls = []
 
-    def convert(uri, report, dry_run):
+    def convert(uri, report, dry_run, connect_timeout=10.0):
         calls.append((uri, dry_run))
         report.line('python2 stage: %s' % uri)
         return uri if not dry_run else None
-    monkeypatch.setattr(python2, 'convertPython2', convert)
+    monkeypatch.setattr(python2, 'migrateStage', convert)
     tid = lastTransaction(fixture / 'Data.fs')
     code, out, err = _migrate(fixture, '--from-python2', '--dry-run')
     assert (code, err) == (0, '')

@@ -50,7 +50,8 @@ def runMigrate(args, stream=None, on_batch=None) -> int:
         else ''))
     uri = args.db
     if args.from_python2:
-        uri = python2.convertPython2(args.db, report, args.dry_run)
+        uri = python2.migrateStage(args.db, report, args.dry_run,
+                                    args.connect_timeout)
         if uri is None:
             report.line('dry run: nothing was changed')
             return EXIT_OK

@@ -15,7 +15,10 @@ renaming stage needs them):
 - ``containers``: queues, quotas, dispatcher registrations, agents, and
   the batched moves of pending and completed jobs;
 - ``legacy``: stand-ins for the objects that are replaced;
-- ``python2``: the ``--from-python2`` stage.
+- ``python2``: the ``--from-python2`` stage (with ``py2records``, the
+  per-record conversion through zodbupdate);
+- ``walk``: a record walker that imports nothing (class paths, globals,
+  value kinds), used by the Python 2 stage and its tests.
 
 The command line is ``zcasync.cli.migrate``.
 """

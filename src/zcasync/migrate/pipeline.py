@@ -6,7 +6,7 @@ nothing to do when its work is done, so a migration interrupted anywhere
 again:
 
 ``python2`` (only with ``--from-python2``)
-    ``zcasync.migrate.python2.convertPython2``: Python 2 pickles to
+    ``zcasync.migrate.python2.migrateStage``: Python 2 pickles to
     Python 3 ones, zc.async class paths unchanged.
 ``survey``
     reads every record (``zcasync.migrate.survey``) and reports what it
