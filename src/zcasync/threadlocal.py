@@ -11,11 +11,16 @@ transaction::
     answer = zcasync.local.getLiveAnnotation('stop?', timeout=10)
 
 Outside a running job they raise ``ValueError``.
+
+The state lives in context variables, not in ``threading.local``: each
+thread has its own context, and so has each asyncio task, so that the
+many coroutine jobs one event loop thread runs at once
+(``zcasync.coroutines``) each see their own job.
 """
 from __future__ import annotations
 
+import contextvars
 import pickle
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -26,29 +31,35 @@ if TYPE_CHECKING:
     from zcasync.job import Job
     from zcasync.queue import Queue
 
-_local = threading.local()
+# the running jobs (innermost last): a tuple, never changed in place, so
+# that a copied context (an asyncio task's) keeps the stack it was given
+_jobs: contextvars.ContextVar[tuple[Job, ...]] = contextvars.ContextVar(
+    'zcasync.jobs', default=())
+_dispatcher: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    'zcasync.dispatcher', default=None)
+_agent_name: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    'zcasync.agent_name', default=None)
+_before_final_commit: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    'zcasync.before_final_commit', default=None)
 
 
 def _stack():
-    stack = getattr(_local, 'jobs', None)
-    if stack is None:
-        stack = _local.jobs = []
-    return stack
+    return _jobs.get()
 
 
 def pushJob(job: Job) -> None:
-    _stack().append(job)
+    _jobs.set(_jobs.get() + (job,))
 
 
 def popJob() -> None:
-    _stack().pop()
+    _jobs.set(_jobs.get()[:-1])
 
 
 def setDispatcherContext(dispatcher: Dispatcher | None = None,
                          agent_name: str | None = None) -> None:
     """Called by a dispatcher's worker thread (None to clear)."""
-    _local.dispatcher = dispatcher
-    _local.agent_name = agent_name
+    _dispatcher.set(dispatcher)
+    _agent_name.set(agent_name)
 
 
 # --- the runner's hooks into a run (zcasync.runner) -----------------------
@@ -62,23 +73,23 @@ def setRunHooks(beforeFinalCommit=None):
     thread: while set, agent bookkeeping is left to the dispatcher, and
     ``beforeFinalCommit(job)`` is called in the transaction of the commit
     that completes a job."""
-    _local.before_final_commit = beforeFinalCommit
+    _before_final_commit.set(beforeFinalCommit)
 
 
 def settlesLater():
     """Whether a dispatcher does the agent bookkeeping of jobs completing
     in this thread."""
-    return getattr(_local, 'before_final_commit', None) is not None
+    return _before_final_commit.get() is not None
 
 
 def beforeFinalCommit(job):
-    hook = getattr(_local, 'before_final_commit', None)
+    hook = _before_final_commit.get()
     if hook is not None:
         hook(job)
 
 
 def getJob() -> Job:
-    """The job running in this thread."""
+    """The job running in this thread (or asyncio task)."""
     stack = _stack()
     if not stack:
         raise ValueError(
@@ -92,9 +103,9 @@ def getQueue() -> Queue | None:
     return getJob().queue
 
 
-def _fromDispatcher(attribute, what):
+def _fromDispatcher(var, what):
     job = getJob()
-    value = getattr(_local, attribute, None)
+    value = var.get()
     if value is None:
         raise ValueError(
             'zcasync.local.%s is only available inside a job that a '
@@ -104,7 +115,7 @@ def _fromDispatcher(attribute, what):
 
 
 def getDispatcher() -> Dispatcher:
-    return _fromDispatcher('dispatcher', 'getDispatcher()')
+    return _fromDispatcher(_dispatcher, 'getDispatcher()')
 
 
 def getReactor() -> Any:
@@ -112,7 +123,7 @@ def getReactor() -> Any:
 
 
 def getAgentName() -> str:
-    return _fromDispatcher('agent_name', 'getAgentName()')
+    return _fromDispatcher(_agent_name, 'getAgentName()')
 
 
 class _NoPersistent(pickle.Pickler):
