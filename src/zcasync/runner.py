@@ -13,12 +13,24 @@ them with what its agents hold in the database and hands back to the retry
 policies every held job that no run of this process will finish (a thread
 that died, a job that could not be loaded, a commit that kept failing).
 
+Coroutine jobs (``zcasync.coroutines``) are awaited on the dispatcher's
+event loop, not in a worker thread: a claimed ``async def`` job goes
+straight to a commit thread that calls it in a connection of its own and
+hands the awaitable to the loop (a job found to return an awaitable only
+when a worker thread called it goes there too, with the thread's
+connection: the thread opens another).  Such a run occupies one of its
+agent's slots without a thread (``AgentThreadPool.detached``): threads
+are started on demand, so an agent of size 200 running 200 coroutines
+has a few.  A job claimed ahead starts only while the agent's runs --
+in threads and on the loop -- fill fewer than ``size`` slots.
+
 Deactivation: ``close()`` drops the runs that no thread has started (their
 jobs are handed to recovery by the deactivation that follows) and asks
 each thread to stop after its current job; ``join(timeout)`` waits for
 them, bounded.
 """
 import collections
+import contextvars
 import logging
 import queue as queuemodule
 import threading
@@ -26,21 +38,41 @@ import time
 
 import transaction
 
+from zcasync import coroutines
 from zcasync import interfaces
 from zcasync import lifecycle
 from zcasync import threadlocal
 from zcasync import utils
 from zcasync.history import RESULT_LIMIT
 
-#: A job handed to a pool: (oid, database name), the run's token, and the
-#: key of the poll that claimed it.
-Run = collections.namedtuple('Run', 'job_id token poll_key')
+#: A job handed to a pool: (oid, database name), the run's token, the
+#: key of the poll that claimed it, and whether it is an ``async def`` job.
+Run = collections.namedtuple('Run', 'job_id token poll_key coroutine',
+                             defaults=(False,))
+
+#: ``Runner.perform``'s answer when the run went on to the event loop.
+DETACHED = object()
+
+
+def _settlesLater(job):
+    """The run hook of a coroutine run's commits: its agent's bookkeeping
+    is left to the next poll, and no next job starts in its commit."""
 
 #: Seconds between attempts to open a connection for a worker thread.
 OPEN_RETRY = (0.1, 0.5, 1, 2, 5)
 
 
 _WAKE = object()  # a queue item: look at the buffer
+_FIRST = object()  # a run's first step
+
+
+def _close(conn, tm):
+    if conn is not None:
+        try:
+            tm.abort()
+            conn.close()
+        except Exception:
+            pass
 
 
 class AgentThreadPool:
@@ -52,6 +84,11 @@ class AgentThreadPool:
     starts the next buffered one in the same commit (see
     ``Runner._startNext``), or starts it on its own when the job ended
     otherwise; a thread with nothing to do waits on the queue.
+
+    Threads are started on demand, up to ``size``: one at once, more when
+    work is queued and no thread is idle (one at a time: a thread that
+    takes work and sees more waiting starts the next); idle threads stay.  Coroutine runs hold a slot
+    without a thread (``detached``).
     """
 
     def __init__(self, runner, queue_name, agent_name):
@@ -71,6 +108,8 @@ class AgentThreadPool:
         self._finished = []  # job ids whose runs ended: to settle
         self.idle = 0  # threads waiting for work
         self.running = {}  # thread ident -> Run
+        self.detached = {}  # token -> Run: coroutine runs, off the threads
+        self._spawning = 0  # threads started, not yet looking for work
         #: how long runs take lately (seconds, a moving average), or None
         self.duration = None
 
@@ -81,13 +120,22 @@ class AgentThreadPool:
                 return
             self.runner.dispatcher._growPool(difference)
             self.size = size
-            if difference > 0:
-                for i in range(difference):
-                    self._startThread()
-            else:
-                self._stops -= difference
-                for i in range(-difference):
+            excess = len(self._threads) - self._stops - size
+            if excess > 0:
+                self._stops += excess
+                for i in range(excess):
                     self._queue.put(None)
+            elif self._queued or self._buffer or \
+                    len(self._threads) == self._stops:
+                self._spawnIfNeeded()  # work waits, or no thread is ready
+
+    def _spawnIfNeeded(self):
+        """(holding the lock) Work waits: start a thread unless one is
+        idle or starting, or the pool has ``size`` threads."""
+        if not self.idle and not self._spawning and not self.closed and \
+                len(self._threads) - self._stops < self.size:
+            self._spawning += 1
+            self._startThread()
 
     def _startThread(self):
         thread = threading.Thread(
@@ -99,13 +147,38 @@ class AgentThreadPool:
     # -- work handed over ---------------------------------------------
 
     def perform(self, run):
-        """Queue `run` for a thread; False when the pool is closed."""
+        """Queue `run` for a thread (a coroutine run: for the event loop);
+        False when the pool is closed."""
         with self._lock:
             if self.closed:
                 return False
-            self._queued[run.token] = run
-        self._queue.put(run)
+            if run.coroutine:
+                self.detached[run.token] = run
+            else:
+                self._queued[run.token] = run
+                self._spawnIfNeeded()
+        if run.coroutine:
+            self.runner.performElsewhere(run, self)
+        else:
+            self._queue.put(run)
         return True
+
+    def detach(self, run):
+        """`run` goes on on the event loop: it holds its slot, no
+        thread."""
+        with self._lock:
+            self.detached[run.token] = run
+
+    def undetach(self, run):
+        """A run on the event loop ended: its slot is free for a job
+        claimed ahead."""
+        with self._lock:
+            self.detached.pop(run.token, None)
+            wake = bool(self._buffer) and not self.closed
+            if wake:
+                self._spawnIfNeeded()
+        if wake:
+            self._queue.put(_WAKE)
 
     def addBuffered(self, runs):
         """Jobs claimed ahead (held by the agent, not started): Runs
@@ -114,6 +187,7 @@ class AgentThreadPool:
             if self.closed:
                 return False
             self._buffer.extend(runs)
+            self._spawnIfNeeded()
         for i in range(len(runs)):
             self._queue.put(_WAKE)
         return True
@@ -129,11 +203,15 @@ class AgentThreadPool:
             self._buffer.clear()
         return dropped
 
-    def popBuffered(self):
+    def popBuffered(self, replacing=False):
         """The next job claimed ahead (its Run), now being started, or
-        None."""
+        None (also when the agent's runs fill its slots, unless the new
+        run is `replacing` one that ends)."""
         with self._lock:
             if not self._buffer:
+                return None
+            if not replacing and \
+                    len(self.running) + len(self.detached) >= self.size:
                 return None
             run = self._buffer.popleft()
             self._starting.add(run.job_id)
@@ -175,7 +253,8 @@ class AgentThreadPool:
         queued, running, starting or buffered."""
         with self._lock:
             known = set(self._queued)
-            for run in self.running.values():
+            for run in list(self.running.values()) + list(
+                    self.detached.values()):
                 known.add(run.token)
                 known.add(run.job_id)
             known.update(self._starting)
@@ -186,7 +265,9 @@ class AgentThreadPool:
     tokens = known
 
     def activeJobIds(self):
-        return [run.job_id for run in list(self.running.values())]
+        with self._lock:
+            runs = list(self.running.values()) + list(self.detached.values())
+        return list(dict.fromkeys(run.job_id for run in runs))
 
     def close(self):
         """Drop the runs no thread has started and the buffered jobs, and
@@ -220,6 +301,11 @@ class AgentThreadPool:
         a queued one, a buffered job (a Run without a token), or -- after
         waiting -- None to stop."""
         ident = threading.get_ident()
+        with self._lock:
+            if self._queued or (self._buffer and not self._buffer[0].coroutine
+                                and len(self.running) + len(self.detached)
+                                < self.size):
+                self._spawnIfNeeded()  # more work than this thread
         if following is not None:
             with self._lock:
                 self.running[ident] = following
@@ -269,6 +355,8 @@ class AgentThreadPool:
                 return None
 
     def _run(self):
+        with self._lock:
+            self._spawning = max(0, self._spawning - 1)
         tm = transaction.TransactionManager()
         conn = None
         threadlocal.setDispatcherContext(self.runner.dispatcher,
@@ -287,6 +375,10 @@ class AgentThreadPool:
                         conn = self._open(tm)
                     if conn is not None and not self.closed:
                         following = self.runner.perform(conn, tm, run, self)
+                        if following is DETACHED:
+                            # the run took this connection to the loop
+                            following, conn = None, None
+                            tm = transaction.TransactionManager()
                     elif run.token is None:
                         self.started(run.job_id)
                 finally:
@@ -324,6 +416,9 @@ class Runner:
         self.pools = {}
         self._waiting = {}  # token -> job id: runs waiting for a Deferred
         self._lock = threading.Lock()
+        #: the event loop of the coroutine runs (started when needed)
+        self.coroutines = coroutines.EventLoop(
+            'zcasync %s' % (getattr(dispatcher, 'UUID', ''),))
 
     def pool(self, queue_name, agent_name):
         key = (queue_name, agent_name)
@@ -377,13 +472,18 @@ class Runner:
 
     def join(self, timeout):
         """Wait up to `timeout` seconds for the threads of the closed
-        pools; returns those still running."""
+        pools and the coroutine runs; returns the threads still running
+        (the event loop's, while coroutine runs go on)."""
         deadline = time.monotonic() + timeout
         threads = getattr(self, '_closed_threads', [])
         for thread in threads:
             thread.join(max(0, deadline - time.monotonic()))
         self._closed_threads = [t for t in threads if t.is_alive()]
-        return self._closed_threads
+        still = list(self._closed_threads)
+        if self.coroutines.join(max(0, deadline - time.monotonic())):
+            still.extend(self.coroutines.threads()[:1])
+        self.coroutines.close()
+        return still
 
     def lost(self):
         """A run ended without finishing its job: have the dispatcher
@@ -456,7 +556,7 @@ class Runner:
         """
         if following or not self.dispatcher.claiming:
             return
-        waiting = pool.popBuffered()
+        waiting = pool.popBuffered(replacing=True)
         if waiting is None:
             return
         job_id = waiting.job_id
@@ -482,26 +582,100 @@ class Runner:
                 pool.started(job_id, token, back=waiting)
         tm.get().addAfterCommitHook(landed)
 
-    def perform(self, conn, tm, run, pool):
+    def perform(self, conn, tm, run, pool, chain=True):
         """Run `run` (a Run; without a token: a job claimed ahead, to
-        start first); returns the Run its final commit started, or
-        None."""
+        start first); returns the Run its final commit started (when
+        `chain`), None, or DETACHED when the run went on to the event
+        loop with `conn` (a coroutine job)."""
         if run.token is None:
             run = self._startBuffered(conn, tm, run, pool)
             if run is None:
                 return None
         following = []
         threadlocal.setRunHooks(
-            lambda job: self._startNext(job, conn, tm, pool, following))
+            (lambda job: self._startNext(job, conn, tm, pool, following))
+            if chain else _settlesLater)
         started = time.monotonic()
+        awaiting = None
         try:
-            self._perform(conn, tm, run, pool)
+            awaiting = self._perform(conn, tm, run, pool)
         finally:
             threadlocal.setRunHooks()
-            self._ended(pool, run.job_id, time.monotonic() - started)
+            if awaiting is None:
+                self._ended(pool, run.job_id, time.monotonic() - started)
+        if awaiting is not None:
+            self._detach(conn, tm, run, pool, started, *awaiting)
+            return DETACHED
         return following[0] if following else None
 
+    # -- coroutine runs ---------------------------------------------------
+
+    def performElsewhere(self, run, pool):
+        """Start a claimed coroutine run (held by `pool` as detached) in a
+        commit thread, in a connection of its own."""
+        try:
+            self.coroutines.inCommitThread(self._performElsewhere, run, pool)
+        except Exception:
+            pool.undetach(run)
+            utils.safeLog(utils.log, logging.ERROR,
+                          'dispatcher %s could not start coroutine job %r; '
+                          'it hands it back:\n%s', self.dispatcher.UUID,
+                          run.job_id, utils.formatException())
+            self.lost()
+
+    def _performElsewhere(self, run, pool):
+        tm = transaction.TransactionManager()
+        conn = None
+        outcome = None
+        threadlocal.setDispatcherContext(self.dispatcher, pool.agent_name)
+        try:
+            if pool.closed:
+                return  # its job is handed to recovery by deactivation
+            conn = self.dispatcher.db.open(transaction_manager=tm)
+            outcome = self.perform(conn, tm, run, pool, chain=False)
+        except BaseException:
+            utils.safeLog(utils.log, logging.ERROR,
+                          'dispatcher %s could not run coroutine job %r; '
+                          'it hands it back:\n%s', self.dispatcher.UUID,
+                          run.job_id, utils.formatException())
+            self.lost()
+        finally:
+            if outcome is not DETACHED:
+                pool.undetach(run)
+                _close(conn, tm)
+
+    def _detach(self, conn, tm, run, pool, started, step, advance):
+        """The run awaits `step`: hand it, its connection and what follows
+        (`advance(outcome)`, in a commit thread) to the event loop."""
+        pool.detach(run)
+
+        def resume(outcome):
+            threadlocal.setRunHooks(_settlesLater)
+            following = None
+            try:
+                following = advance(outcome)
+            finally:
+                threadlocal.setRunHooks()
+                if following is None:
+                    self._ended(pool, run.job_id, time.monotonic() - started)
+                    pool.undetach(run)
+                    _close(conn, tm)
+            return following
+        context = contextvars.copy_context()  # this run's zcasync.local
+        try:
+            self.coroutines.run(step, resume, context)
+        except BaseException:
+            step.close()
+            pool.undetach(run)
+            _close(conn, tm)
+            self.lost()
+            raise
+
     def _perform(self, conn, tm, run, pool):
+        """Load and run the job; returns None when the run ended, or
+        (Step, advance) when it awaits the Step (a coroutine job):
+        ``advance(outcome)`` goes on with the awaited outcome, returning
+        the same."""
         dispatcher = self.dispatcher
         oid, database_name = run.job_id
         record = {
@@ -530,15 +704,30 @@ class Runner:
                           dispatcher.UUID, record['call'], record['result'])
             self.lost()
             return
+        steps = job._runClaimedSteps(run.token)
+
+        def advance(outcome=_FIRST):
+            step = self._advance(
+                job, call, record, run, tm,
+                (lambda: next(steps)) if outcome is _FIRST else
+                (lambda: steps.send(outcome)))
+            return None if step is None else (step, advance)
+        return advance()
+
+    def _advance(self, job, call, record, run, tm, proceed):
+        """Run the job's life cycle up to its end (None) or to the next
+        Step it awaits (returned)."""
         try:
-            job._runClaimed(run.token)
+            step = proceed()
+        except StopIteration:
+            step = None
         except (interfaces.BadStatusError, interfaces.ReassignedError):
             # the run lost its job: the outcome belongs to another run
             tm.abort()
             record['reassigned'] = True
             self._finish(job, call, record, utils.makeFailure(),
                          level=logging.WARNING)
-            return
+            return None
         except Exception:
             # the job machinery failed outside the job's own code: fail the
             # job, so that it does not stay ACTIVE holding its agent slot
@@ -546,7 +735,7 @@ class Runner:
             tm.abort()
             self._failInPlace(job, tm, failure, run.token)
             self._finish(job, call, record, failure)
-            return
+            return None
         except BaseException:
             utils.safeLog(
                 utils.log, logging.CRITICAL,
@@ -558,11 +747,14 @@ class Runner:
             self._finish(job, call, record, interruption)
             self.lost()
             raise
+        if step is not None:
+            return step
         if job._status == interfaces.ACTIVE and job._inner is None:
             with self._lock:  # it waits for a Deferred: still ours
                 self._waiting[run.token] = run.job_id
         self._finish(job, call, record, job.result)
         tm.abort()
+        return None
 
     def _failInPlace(self, job, tm, failure, token):
         try:
