@@ -338,8 +338,9 @@ class EventLoop:
 
     def _begin(self, step, resume, context):
         assert self.loop is not None
-        task = self.loop.create_task(self._drive(step, resume),
-                                     context=context)
+        # (the task copies the current context: `context`, here; Python
+        # 3.10 has no create_task(context=...))
+        task = context.run(self.loop.create_task, self._drive(step, resume))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -9,6 +9,11 @@ transaction::
 
     zcasync.local.setLiveAnnotation('progress', 0.5)
     answer = zcasync.local.getLiveAnnotation('stop?', timeout=10)
+    answer = await zcasync.local.getLiveAnnotationAsync('stop?', timeout=10)
+
+(the last in a coroutine job: ``getLiveAnnotation`` would block its event
+loop while waiting; ``setLiveAnnotation`` only waits briefly for the
+dispatcher's reactor thread to take the value).
 
 Outside a running job they raise ``ValueError``.
 
@@ -175,8 +180,16 @@ def getLiveAnnotation(name: str, default: Any = None, timeout: float = 0,
                       poll: float = 1, job: Job | None = None) -> Any:
     """Read ``job.annotations[name]`` as committed now (not as of this
     job's transaction), waiting up to `timeout` seconds for it to appear,
-    re-reading every `poll` seconds; `default` if it never does."""
+    re-reading every `poll` seconds; `default` if it never does.  In a
+    coroutine job, waiting would block the event loop: await
+    ``getLiveAnnotationAsync`` instead."""
     dispatcher, job_id = _target(job)
+    if timeout > 0 and _inEventLoop():
+        raise ValueError(
+            'zcasync.local.getLiveAnnotation(%r, timeout=%r) would block the '
+            'event loop of this coroutine job while it waits; use '
+            '"await zcasync.local.getLiveAnnotationAsync(...)" instead'
+            % (name, timeout))
     deadline = time.monotonic() + timeout
     while True:
         value = dispatcher.callInReactor(
@@ -187,3 +200,33 @@ def getLiveAnnotation(name: str, default: Any = None, timeout: float = 0,
         if remaining <= 0:
             return default
         time.sleep(min(poll, remaining))
+
+
+def _inEventLoop():
+    import asyncio
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+async def getLiveAnnotationAsync(name: str, default: Any = None,
+                                 timeout: float = 0, poll: float = 1,
+                                 job: Job | None = None) -> Any:
+    """``getLiveAnnotation`` for coroutine jobs: reads in another thread
+    and waits with ``asyncio.sleep``, so that the event loop goes on
+    running the other coroutines meanwhile."""
+    import asyncio
+    dispatcher, job_id = _target(job)
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await asyncio.to_thread(
+            dispatcher.callInReactor, dispatcher._getLiveAnnotation, job_id,
+            name, _MISSING)
+        if value is not _MISSING:
+            return value
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return default
+        await asyncio.sleep(min(poll, remaining))
