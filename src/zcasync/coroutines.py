@@ -61,6 +61,11 @@ from zcasync import utils
 #: dispatcher).
 COMMIT_THREADS = 4
 
+#: What ``EventLoop.run``'s `resume` gets when the loop was closed while
+#: its run went on: end the run without committing anything (its job was
+#: handed to recovery by the deactivation).
+ABANDONED = object()
+
 
 def isAwaitable(value: Any) -> bool:
     """Whether a callable's return value is to be awaited (a Deferred,
@@ -291,9 +296,11 @@ class EventLoop:
         self.executor: concurrent.futures.ThreadPoolExecutor | None = None
         self.runs = 0  # runs handed over and not ended
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._awaiting: set[asyncio.Task[Any]] = set()  # in a Step
         self._lock = threading.Lock()
         self._ended = threading.Condition(self._lock)
         self.closed = False
+        self.abandoned = False
 
     def _ensure(self):
         with self._lock:
@@ -346,9 +353,20 @@ class EventLoop:
 
     async def _drive(self, step, resume):
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
         try:
             while step is not None:
-                outcome = await step.outcome()
+                if self.abandoned:
+                    step.close()
+                    outcome = ABANDONED
+                else:
+                    self._awaiting.add(task)
+                    try:
+                        outcome = await step.outcome()
+                    finally:
+                        self._awaiting.discard(task)
+                    if self.abandoned:
+                        outcome = ABANDONED
                 step = await loop.run_in_executor(
                     self.executor, contextvars.copy_context().run, resume,
                     outcome)
@@ -360,6 +378,9 @@ class EventLoop:
             with self._lock:
                 self.runs -= 1
                 self._ended.notify_all()
+                last = self.closed and self.runs <= 0
+            if last:
+                self._stop()
 
     def join(self, timeout: float) -> int:
         """Wait up to `timeout` seconds for the runs to end; returns how
@@ -369,13 +390,29 @@ class EventLoop:
             return self.runs
 
     def close(self) -> None:
-        """Stop the loop and the commit threads when no run goes on (else
-        leave them to finish: their threads are daemons)."""
+        """Stop the loop and its commit threads: at once when no run goes
+        on; else cancel the runs awaiting (their jobs were handed to
+        recovery: they end without committing) and stop after the last."""
         with self._lock:
             self.closed = True
-            if self.runs or self.loop is None:
+            if self.loop is None:
                 return
-            loop, executor = self.loop, self.executor
-        loop.call_soon_threadsafe(loop.stop)
-        assert executor is not None
+            runs = self.runs
+        if runs:
+            self.loop.call_soon_threadsafe(self._abandon)
+        else:
+            self._stop()
+
+    def _abandon(self):
+        self.abandoned = True
+        for task in list(self._awaiting):
+            task.cancel()
+
+    def _stop(self):
+        loop, executor = self.loop, self.executor
+        assert loop is not None and executor is not None
+        try:
+            loop.call_soon_threadsafe(loop.stop)
+        except RuntimeError:
+            pass  # already closed
         executor.shutdown(wait=False)

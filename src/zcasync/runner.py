@@ -301,16 +301,12 @@ class AgentThreadPool:
         a queued one, a buffered job (a Run without a token), or -- after
         waiting -- None to stop."""
         ident = threading.get_ident()
-        with self._lock:
-            if self._queued or (self._buffer and not self._buffer[0].coroutine
-                                and len(self.running) + len(self.detached)
-                                < self.size):
-                self._spawnIfNeeded()  # more work than this thread
         if following is not None:
             with self._lock:
                 self.running[ident] = following
                 self._starting.difference_update(
                     (following.job_id, following.token))
+                self._moreWork()
             return following
         while True:
             try:
@@ -320,6 +316,7 @@ class AgentThreadPool:
                 if run is not None:
                     with self._lock:
                         self.running[ident] = run
+                        self._moreWork()
                     return run
                 with self._lock:
                     self.idle += 1
@@ -335,7 +332,18 @@ class AgentThreadPool:
             if item is _WAKE:
                 continue
             if self._take(item):
+                with self._lock:
+                    self._moreWork()
                 return item
+
+    def _moreWork(self):
+        """(holding the lock) This thread took work: start another one if
+        more waits for a thread (runs queued, or a sync job claimed ahead
+        with a slot free)."""
+        if self._queued or (self._buffer and not self._buffer[0].coroutine
+                            and len(self.running) + len(self.detached)
+                            < self.size):
+            self._spawnIfNeeded()
 
     def _open(self, tm):
         """A connection for this thread; retried (with a pause) until it
@@ -650,6 +658,10 @@ class Runner:
         pool.detach(run)
 
         def resume(outcome):
+            if outcome is coroutines.ABANDONED:  # the dispatcher stopped
+                pool.undetach(run)
+                _close(conn, tm)
+                return None
             threadlocal.setRunHooks(_settlesLater)
             following = None
             try:
