@@ -30,7 +30,6 @@ each thread to stop after its current job; ``join(timeout)`` waits for
 them, bounded.
 """
 import collections
-import contextvars
 import logging
 import queue as queuemodule
 import threading
@@ -38,6 +37,7 @@ import time
 
 import transaction
 
+from zcasync import coroutineruns
 from zcasync import coroutines
 from zcasync import interfaces
 from zcasync import lifecycle
@@ -50,29 +50,15 @@ from zcasync.history import RESULT_LIMIT
 Run = collections.namedtuple('Run', 'job_id token poll_key coroutine',
                              defaults=(False,))
 
-#: ``Runner.perform``'s answer when the run went on to the event loop.
-DETACHED = object()
-
-
-def _settlesLater(job):
-    """The run hook of a coroutine run's commits: its agent's bookkeeping
-    is left to the next poll, and no next job starts in its commit."""
-
 #: Seconds between attempts to open a connection for a worker thread.
 OPEN_RETRY = (0.1, 0.5, 1, 2, 5)
 
 
 _WAKE = object()  # a queue item: look at the buffer
 _FIRST = object()  # a run's first step
-
-
-def _close(conn, tm):
-    if conn is not None:
-        try:
-            tm.abort()
-            conn.close()
-        except Exception:
-            pass
+DETACHED = coroutineruns.DETACHED
+_settlesLater = coroutineruns.settlesLater
+_close = coroutineruns.closeConnection
 
 
 class AgentThreadPool:
@@ -210,8 +196,7 @@ class AgentThreadPool:
         with self._lock:
             if not self._buffer:
                 return None
-            if not replacing and \
-                    len(self.running) + len(self.detached) >= self.size:
+            if not replacing and self._occupied() >= self.size:
                 return None
             run = self._buffer.popleft()
             self._starting.add(run.job_id)
@@ -341,9 +326,14 @@ class AgentThreadPool:
         more waits for a thread (runs queued, or a sync job claimed ahead
         with a slot free)."""
         if self._queued or (self._buffer and not self._buffer[0].coroutine
-                            and len(self.running) + len(self.detached)
-                            < self.size):
+                            and self._occupied() < self.size):
             self._spawnIfNeeded()
+
+    def _occupied(self):
+        """(holding the lock) The agent's slots its runs fill: in threads
+        and on the event loop (a run moving to the loop counts once)."""
+        return len({run.job_id for run in list(self.running.values())} |
+                   {run.job_id for run in self.detached.values()})
 
     def _open(self, tm):
         """A connection for this thread; retried (with a pause) until it
@@ -416,7 +406,7 @@ class AgentThreadPool:
                     self._startThread()
 
 
-class Runner:
+class Runner(coroutineruns.CoroutineRuns):
     """The pools of one dispatcher, by (queue name, agent name)."""
 
     def __init__(self, dispatcher):
@@ -615,73 +605,6 @@ class Runner:
             self._detach(conn, tm, run, pool, started, *awaiting)
             return DETACHED
         return following[0] if following else None
-
-    # -- coroutine runs ---------------------------------------------------
-
-    def performElsewhere(self, run, pool):
-        """Start a claimed coroutine run (held by `pool` as detached) in a
-        commit thread, in a connection of its own."""
-        try:
-            self.coroutines.inCommitThread(self._performElsewhere, run, pool)
-        except Exception:
-            pool.undetach(run)
-            utils.safeLog(utils.log, logging.ERROR,
-                          'dispatcher %s could not start coroutine job %r; '
-                          'it hands it back:\n%s', self.dispatcher.UUID,
-                          run.job_id, utils.formatException())
-            self.lost()
-
-    def _performElsewhere(self, run, pool):
-        tm = transaction.TransactionManager()
-        conn = None
-        outcome = None
-        threadlocal.setDispatcherContext(self.dispatcher, pool.agent_name)
-        try:
-            if pool.closed:
-                return  # its job is handed to recovery by deactivation
-            conn = self.dispatcher.db.open(transaction_manager=tm)
-            outcome = self.perform(conn, tm, run, pool, chain=False)
-        except BaseException:
-            utils.safeLog(utils.log, logging.ERROR,
-                          'dispatcher %s could not run coroutine job %r; '
-                          'it hands it back:\n%s', self.dispatcher.UUID,
-                          run.job_id, utils.formatException())
-            self.lost()
-        finally:
-            if outcome is not DETACHED:
-                pool.undetach(run)
-                _close(conn, tm)
-
-    def _detach(self, conn, tm, run, pool, started, step, advance):
-        """The run awaits `step`: hand it, its connection and what follows
-        (`advance(outcome)`, in a commit thread) to the event loop."""
-        pool.detach(run)
-
-        def resume(outcome):
-            if outcome is coroutines.ABANDONED:  # the dispatcher stopped
-                pool.undetach(run)
-                _close(conn, tm)
-                return None
-            threadlocal.setRunHooks(_settlesLater)
-            following = None
-            try:
-                following = advance(outcome)
-            finally:
-                threadlocal.setRunHooks()
-                if following is None:
-                    self._ended(pool, run.job_id, time.monotonic() - started)
-                    pool.undetach(run)
-                    _close(conn, tm)
-            return following
-        context = contextvars.copy_context()  # this run's zcasync.local
-        try:
-            self.coroutines.run(step, resume, context)
-        except BaseException:
-            step.close()
-            pool.undetach(run)
-            _close(conn, tm)
-            self.lost()
-            raise
 
     def _perform(self, conn, tm, run, pool):
         """Load and run the job; returns None when the run ended, or
