@@ -93,20 +93,24 @@ class CoroutineRuns:
             threadlocal.setRunHooks(settlesLater)
             following = None
             try:
-                following = advance(outcome)
+                following = advance(outcome)  # (Step, advance) or None
             finally:
                 threadlocal.setRunHooks()
                 if following is None:
                     self._ended(pool, run.job_id, time.monotonic() - started)
                     pool.undetach(run)
                     closeConnection(conn, tm)
-            return following
+            return None if following is None else following[0]
         context = contextvars.copy_context()  # this run's zcasync.local
         try:
             self.coroutines.run(step, resume, context)
-        except BaseException:
+        except Exception:  # the loop is closed: the dispatcher stops
             step.close()
             pool.undetach(run)
             closeConnection(conn, tm)
+            utils.safeLog(utils.log, logging.WARNING,
+                          'dispatcher %s could not hand coroutine job %r to '
+                          'its event loop; it hands it back:\n%s',
+                          self.dispatcher.UUID, run.job_id,
+                          utils.formatException())
             self.lost()
-            raise

@@ -12,6 +12,7 @@ import threading
 import uuid
 
 import persistent
+import ZODB.POSException
 
 import zcasync
 from zcasync import coroutines
@@ -93,6 +94,16 @@ async def waitForStop(name):
     return 'never stopped'
 
 
+async def conflictTwice(name):
+    """Raises ConflictError in its first two calls (the default policy
+    retries transaction errors, in the same run), then returns."""
+    SEEN['calls ' + name].append(1)
+    await asyncio.sleep(0)
+    if len(SEEN['calls ' + name]) <= 2:
+        raise ZODB.POSException.ConflictError()
+    return 'call %d' % len(SEEN['calls ' + name])
+
+
 class Tally(persistent.Persistent):
 
     total = 0
@@ -135,6 +146,17 @@ def test_function_and_method_jobs_with_results_failures_callbacks(
         [callback] = function.callbacks
         assert testing.wait_for_result(callback, WAIT) == 'saw 42'
         assert SEEN['callbacks'] == [42]
+
+
+def test_retried_in_the_same_run_by_the_policy(db, conn, queue):
+    name = agentName('retry')
+    with Running(db) as running:
+        addAgent(conn, running.dispatcher, name, size=2)
+        job = queue.put(Job(conflictTwice, name))
+        commit(conn)
+        assert testing.wait_for_result(job, WAIT) == 'call 3'
+        assert job.annotations['zcasync.RetryCommonFourTimes'] == {
+            'transaction error': 2}
 
 
 def test_local_inside_a_coroutine_job(db, conn, queue):
