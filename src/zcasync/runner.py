@@ -639,13 +639,17 @@ class Runner(coroutineruns.CoroutineRuns):
                           dispatcher.UUID, record['call'], record['result'])
             self.lost()
             return
-        steps = job._runClaimedSteps(run.token)
+        steps = []  # the run's life cycle (a generator), once started
+
+        def proceed(outcome):
+            if outcome is _FIRST:
+                steps.append(job._runClaimedSteps(run.token))
+                return next(steps[0])
+            return steps[0].send(outcome)
 
         def advance(outcome=_FIRST):
-            step = self._advance(
-                job, call, record, run, tm,
-                (lambda: next(steps)) if outcome is _FIRST else
-                (lambda: steps.send(outcome)))
+            step = self._advance(job, call, record, run, tm,
+                                 lambda: proceed(outcome))
             return None if step is None else (step, advance)
         return advance()
 
