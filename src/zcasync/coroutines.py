@@ -30,7 +30,12 @@ within noise (the GIL serialises them anyway).  A shared loop is then
 the simpler choice: its runs do not depend on worker threads that a
 pool shrinks or replaces, there is one place to cancel a task from, and
 a coroutine job never waits for a busy worker thread to come back to
-its loop.
+its loop.  With it, ``benchmarks/coroutine_bench.py`` (200 jobs each
+awaiting ``asyncio.sleep(1)``, an agent of size 200, FileStorage, a real
+dispatcher) measured 1.55-1.79 s from release to the last completion, all
+200 asleep at once, 1 worker thread and 6 threads in all: about 0.1 s
+until the first start (the claim), 0.27 s until all had started, and the
+rest is the 200 commits (one per job, serialised by the storage).
 
 Stopping a run (cancellation, time limits: the ``control`` work of
 issue 15) maps onto task cancellation through a *run control*: an object
