@@ -79,6 +79,25 @@ async def together(name, count):
     return zcasync.local.getJob()._p_oid
 
 
+async def filling(name, size):
+    """Count this coroutine as running; the first ones wait until `size`
+    run at once, later ones pass (and stay a moment, asleep)."""
+    loop = asyncio.get_running_loop()
+    with _lock:
+        gate = _GATES.setdefault((name, loop), asyncio.Event())
+        RUNNING[name] += 1
+        MOST[name] = max(MOST[name], RUNNING[name])
+        if RUNNING[name] >= size:
+            gate.set()
+    try:
+        await asyncio.wait_for(gate.wait(), WAIT)
+        await asyncio.sleep(0.05)
+    finally:
+        with _lock:
+            RUNNING[name] -= 1
+    return 'done'
+
+
 async def waitForStop(name):
     """The first call waits (up to WAIT s) to be stopped; later calls
     return at once."""
@@ -186,6 +205,19 @@ def test_size_200_agent_runs_200_coroutines_at_once_on_few_threads(
         assert 1 <= len(workerThreads('', name)) <= 4
         loop = running.dispatcher.runner.coroutines
         assert len(loop.threads()) <= 1 + coroutines.COMMIT_THREADS
+
+
+def test_coroutine_runs_fill_the_agent_slots_and_no_more(db, conn, queue):
+    """Jobs claimed ahead start as coroutine runs end: never more than
+    the agent's size at once, though none holds a thread."""
+    name = agentName('slots')
+    with Running(db) as running:
+        addAgent(conn, running.dispatcher, name, size=5)
+        jobs = [queue.put(Job(filling, name, 5)) for i in range(30)]
+        commit(conn)
+        for job in jobs:
+            assert testing.wait_for_result(job, WAIT) == 'done'
+        assert MOST[name] == 5
 
 
 def test_sync_jobs_start_threads_on_demand_up_to_the_size(db, conn, queue):
