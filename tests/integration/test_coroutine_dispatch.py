@@ -60,6 +60,10 @@ async def whereAmI():
             'queue': local.getQueue().name}
 
 
+async def waitsTheBlockingWay():
+    return zcasync.local.getLiveAnnotation('answer', timeout=5)
+
+
 async def together(name, count):
     """Count this coroutine as running, and wait (at most WAIT s) until
     `count` of the batch `name` run at the same time; returns its job's
@@ -187,6 +191,19 @@ def test_local_inside_a_coroutine_job(db, conn, queue):
         assert testing.wait_for_result(job, WAIT) == {
             'oid': job._p_oid, 'agent': name, 'queue': '',
             'uuid': running.dispatcher.UUID, 'live': 'half'}
+
+
+def test_blocking_live_annotation_wait_is_refused_in_a_coroutine(
+        db, conn, queue):
+    with Running(db) as running:
+        addAgent(conn, running.dispatcher, agentName('live'), size=1)
+        job = queue.put(Job(waitsTheBlockingWay))
+        commit(conn)
+        failure = testing.wait_for_result(job, WAIT)
+        assert failure.check(ValueError)
+        message = failure.getErrorMessage()
+        assert 'would block the event loop' in message
+        assert 'await zcasync.local.getLiveAnnotationAsync' in message
 
 
 def test_size_200_agent_runs_200_coroutines_at_once_on_few_threads(
