@@ -96,6 +96,7 @@ class AgentThreadPool:
         self.running = {}  # thread ident -> Run
         self.detached = {}  # token -> Run: coroutine runs, off the threads
         self._spawning = 0  # threads started, not yet looking for work
+        self._fresh = set()  # idents of those threads, once running
         #: how long runs take lately (seconds, a moving average), or None
         self.duration = None
 
@@ -120,10 +121,12 @@ class AgentThreadPool:
         idle or starting, or the pool has ``size`` threads."""
         if not self.idle and not self._spawning and not self.closed and \
                 len(self._threads) - self._stops < self.size:
-            self._spawning += 1
             self._startThread()
 
     def _startThread(self):
+        """(holding the lock) Start a thread; it counts as starting until
+        it waits for work or takes some (``_ready``)."""
+        self._spawning += 1
         thread = threading.Thread(
             target=self._run, daemon=True,
             name='zcasync %s/%s' % (self.queue_name or "''", self.agent_name))
@@ -288,6 +291,7 @@ class AgentThreadPool:
         ident = threading.get_ident()
         if following is not None:
             with self._lock:
+                self._ready()
                 self.running[ident] = following
                 self._starting.difference_update(
                     (following.job_id, following.token))
@@ -300,10 +304,12 @@ class AgentThreadPool:
                 run = self.popBuffered()
                 if run is not None:
                     with self._lock:
+                        self._ready()
                         self.running[ident] = run
                         self._moreWork()
                     return run
                 with self._lock:
+                    self._ready()
                     self.idle += 1
                 try:
                     item = self._queue.get()
@@ -312,14 +318,23 @@ class AgentThreadPool:
                         self.idle -= 1
             if item is None:
                 with self._lock:
+                    self._ready()
                     self._stops -= 1
                 return None
             if item is _WAKE:
                 continue
             if self._take(item):
                 with self._lock:
+                    self._ready()
                     self._moreWork()
                 return item
+
+    def _ready(self):
+        """(holding the lock) This thread no longer counts as starting."""
+        ident = threading.get_ident()
+        if ident in self._fresh:
+            self._fresh.discard(ident)
+            self._spawning -= 1
 
     def _moreWork(self):
         """(holding the lock) This thread took work: start another one if
@@ -354,7 +369,7 @@ class AgentThreadPool:
 
     def _run(self):
         with self._lock:
-            self._spawning = max(0, self._spawning - 1)
+            self._fresh.add(threading.get_ident())
         tm = transaction.TransactionManager()
         conn = None
         threadlocal.setDispatcherContext(self.runner.dispatcher,
@@ -398,6 +413,7 @@ class AgentThreadPool:
                 except Exception:
                     pass
             with self._lock:
+                self._ready()
                 self._threads.discard(threading.current_thread())
                 # threads that will stay once the queued stops are taken
                 staying = len(self._threads) - self._stops
