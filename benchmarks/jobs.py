@@ -46,3 +46,32 @@ def block(name, timeout=600.0):
 
 def release(name):
     _release(name).set()
+
+
+# coroutine jobs (issue 15): how many run at once now, and at most
+_awaiting = {'now': 0, 'most': 0}
+_awaiting_lock = threading.Lock()
+
+
+async def sleepAsync(seconds=1.0):
+    """An ``async def`` job: ``asyncio.sleep(seconds)``, counted while it
+    sleeps (``awaitingAtMost``)."""
+    import asyncio
+    with _awaiting_lock:
+        _awaiting['now'] += 1
+        _awaiting['most'] = max(_awaiting['most'], _awaiting['now'])
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        with _awaiting_lock:
+            _awaiting['now'] -= 1
+
+
+def awaitingAtMost(reset=False):
+    """The most ``sleepAsync`` jobs that slept at once (in this
+    process)."""
+    with _awaiting_lock:
+        most = _awaiting['most']
+        if reset:
+            _awaiting['most'] = 0
+        return most

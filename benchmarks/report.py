@@ -283,7 +283,15 @@ def rows(sizes):
             section='dashboard'),
         Row('dashboard live update: put to event p99 (ZEO)',
             'dashboard live p99', 'ms', 1, atMost(1000),
-            section='dashboard')]
+            section='dashboard'),
+        Row('coroutine jobs: 200 x sleep(1 s), agent size 200, wall',
+            'coroutines wall', 's', 2, atMost(2.5), section='coroutines'),
+        Row('  of them sleeping at once', 'coroutines at once', '', 0,
+            section='coroutines'),
+        Row("  the agent's worker threads", 'coroutines worker threads', '',
+            0, atMost(4), section='coroutines'),
+        Row("  all the dispatcher's threads", 'coroutines threads', '', 0,
+            section='coroutines')]
 
 
 def _number(value, decimals):

@@ -19,7 +19,8 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SECTIONS = ('inprocess', 'latency', 'scale', 'priority', 'zeo', 'ceilings',
-            'claim', 'postgres', 'procrastinate', 'rss', 'dashboard', 'huey')
+            'claim', 'postgres', 'procrastinate', 'rss', 'dashboard', 'huey',
+            'coroutines')
 
 
 def parseArguments(argv):

@@ -390,8 +390,27 @@ def dashboard(ctx):
                      support.percentile(values, 0.99))
 
 
+def coroutines(ctx):
+    """200 ``async def`` jobs sleeping 1 s with an agent of size 200 (see
+    ``coroutine_bench.py``)."""
+    from benchmarks import coroutine_bench
+    for run in range(ctx.runs):
+        figures = coroutine_bench.measure(
+            ctx.newDirectory('coroutines'),
+            poll_interval=ctx.sizes.poll_interval)
+        for key, value in figures.items():
+            ctx.add(key, value)
+        ctx.progress('coroutines run %d/%d: 200 x sleep(1) in %.2f s, %d at '
+                     'once, %d worker thread(s), %d thread(s) in all',
+                     run + 1, ctx.runs, figures['coroutines wall'],
+                     figures['coroutines at once'],
+                     figures['coroutines worker threads'],
+                     figures['coroutines threads'])
+
+
 ORDER = [('inprocess', inprocess), ('latency', latency), ('scale', scale),
          ('priority', priority), ('zeo', zeo), ('ceilings', ceilings),
          ('claim', claim), ('postgres', postgres),
          ('procrastinate', procrastinate), ('rss', rss),
-         ('dashboard', dashboard), ('huey', huey)]
+         ('dashboard', dashboard), ('huey', huey),
+         ('coroutines', coroutines)]

@@ -21,6 +21,10 @@ itself).  Then::
   nor queued by this one: whoever made it puts it in a queue or calls it
   (as in zc.async).  A returned Twisted Deferred likewise: ``job()``
   returns it, and the job takes its result when it fires.
+- If the callable gives an awaitable (an ``async def`` function or
+  method: a coroutine job), the run awaits it -- on its dispatcher's event
+  loop, or with ``asyncio.run`` when called directly -- and goes on with
+  its outcome as above (``zcasync.coroutines``).
 - The job logs its own outcome: success at INFO on ``zcasync.trace``,
   failure at its ``failure_log_level`` (ERROR, CRITICAL for callbacks) on
   ``zcasync.events``.
@@ -40,6 +44,7 @@ import transaction.interfaces
 import twisted.internet.defer
 import ZEO.Exceptions
 
+from zcasync import coroutines
 from zcasync import interfaces
 from zcasync import threadlocal
 from zcasync import utils
@@ -207,23 +212,39 @@ class JobLifeCycle:
 
     def _runClaimed(self, token):
         """Run a job that ``_activate`` marked ACTIVE under `token`."""
+        return coroutines.runSteps(self._runClaimedSteps(token))
+
+    def _runClaimedSteps(self, token):
+        """``_runClaimed`` as steps (see ``_executeSteps``)."""
         if self._status != ACTIVE or self._inner is not None:
             raise interfaces.BadStatusError(
                 '%r is %s, not a claimed job waiting to run; another process '
                 'may have recovered it' % (self, self.status))
         self._checkOwner(token)
-        return self._execute((), {}, token)
+        return (yield from self._executeSteps((), {}, token))
 
     def _call(self, *args, **kwargs):
+        coroutines.checkCallable(self)
         token = self._markActive(self._tm())
         return self._execute(args, kwargs, token)
 
     def _execute(self, args, kwargs, token):
+        return coroutines.runSteps(self._executeSteps(args, kwargs, token))
+
+    def _executeSteps(self, args, kwargs, token):
+        """The run, as a generator: when the callable gives an awaitable
+        (a coroutine job), it yields it (a ``zcasync.coroutines.Step``)
+        and its driver sends back the outcome -- the result, or a Failure
+        marked as raised.  ``coroutines.runSteps`` drives it in this
+        thread; a dispatcher's runner on its event loop, committing in
+        another thread.  Returns what ``job()`` returns."""
         tm = self._tm()
         policy = self._policyOrDefault()
         data_cache = {}
         while True:
             res = self._invoke(args, kwargs)
+            if coroutines.isAwaitable(res):
+                res = yield coroutines.Step(self, res)
             if utils.isFailure(res) and getattr(res, '_zcasync_raised', 0):
                 del res._zcasync_raised
                 self._abortRun(tm, token, policy, data_cache)
@@ -323,11 +344,16 @@ class JobLifeCycle:
         try:
             return self.callable(*call_args, **call_kwargs)
         except Exception:
-            failure = utils.makeFailure(captureVars=self.capture_variables)
-            failure._zcasync_raised = True
-            return failure
+            return self._raisedFailure()
         finally:
             threadlocal.popJob()
+
+    def _raisedFailure(self):
+        """The Failure of the exception the job's code raised (being
+        handled), marked for the retry policy's ``jobError``."""
+        failure = utils.makeFailure(captureVars=self.capture_variables)
+        failure._zcasync_raised = True
+        return failure
 
     def _setResult(self, res, token):
         """Put the outcome in place; True when the job now waits for an

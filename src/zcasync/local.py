@@ -11,8 +11,10 @@ See ``zcasync.threadlocal`` for what each one does.
 """
 from zcasync.threadlocal import (  # noqa: F401
     getJob, getQueue, getDispatcher, getReactor, getAgentName,
-    setLiveAnnotation, getLiveAnnotation, checkPlainValue,
+    setLiveAnnotation, getLiveAnnotation, getLiveAnnotationAsync,
+    checkPlainValue,
     pushJob, popJob, setDispatcherContext)
 
 __all__ = ['getJob', 'getQueue', 'getDispatcher', 'getReactor',
-           'getAgentName', 'setLiveAnnotation', 'getLiveAnnotation']
+           'getAgentName', 'setLiveAnnotation', 'getLiveAnnotation',
+           'getLiveAnnotationAsync']

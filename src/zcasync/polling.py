@@ -34,6 +34,7 @@ import logging
 
 import transaction.interfaces
 
+from zcasync import coroutines
 from zcasync import interfaces
 from zcasync import liveness
 from zcasync import stable
@@ -274,9 +275,11 @@ class QueuePolls:
         for job, token in claimed:
             job_id = utils.jobId(job)
             record['new jobs'].append(job_id)
-            pool.perform(Run(job_id, token, poll.key))
+            pool.perform(Run(job_id, token, poll.key,
+                             coroutines.isCoroutineJob(job)))
         if ahead:
-            runs = [Run(utils.jobId(job), None, poll.key) for job in ahead]
+            runs = [Run(utils.jobId(job), None, poll.key,
+                        coroutines.isCoroutineJob(job)) for job in ahead]
             record['new jobs'].extend(run.job_id for run in runs)
             pool.addBuffered(runs)
         return record

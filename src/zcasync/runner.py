@@ -13,6 +13,17 @@ them with what its agents hold in the database and hands back to the retry
 policies every held job that no run of this process will finish (a thread
 that died, a job that could not be loaded, a commit that kept failing).
 
+Coroutine jobs (``zcasync.coroutines``) are awaited on the dispatcher's
+event loop, not in a worker thread: a claimed ``async def`` job goes
+straight to a commit thread that calls it in a connection of its own and
+hands the awaitable to the loop (a job found to return an awaitable only
+when a worker thread called it goes there too, with the thread's
+connection: the thread opens another).  Such a run occupies one of its
+agent's slots without a thread (``AgentThreadPool.detached``): threads
+are started on demand, so an agent of size 200 running 200 coroutines
+has a few.  A job claimed ahead starts only while the agent's runs --
+in threads and on the loop -- fill fewer than ``size`` slots.
+
 Deactivation: ``close()`` drops the runs that no thread has started (their
 jobs are handed to recovery by the deactivation that follows) and asks
 each thread to stop after its current job; ``join(timeout)`` waits for
@@ -26,21 +37,28 @@ import time
 
 import transaction
 
+from zcasync import coroutineruns
+from zcasync import coroutines
 from zcasync import interfaces
 from zcasync import lifecycle
 from zcasync import threadlocal
 from zcasync import utils
 from zcasync.history import RESULT_LIMIT
 
-#: A job handed to a pool: (oid, database name), the run's token, and the
-#: key of the poll that claimed it.
-Run = collections.namedtuple('Run', 'job_id token poll_key')
+#: A job handed to a pool: (oid, database name), the run's token, the
+#: key of the poll that claimed it, and whether it is an ``async def`` job.
+Run = collections.namedtuple('Run', 'job_id token poll_key coroutine',
+                             defaults=(False,))
 
 #: Seconds between attempts to open a connection for a worker thread.
 OPEN_RETRY = (0.1, 0.5, 1, 2, 5)
 
 
 _WAKE = object()  # a queue item: look at the buffer
+_FIRST = object()  # a run's first step
+DETACHED = coroutineruns.DETACHED
+_settlesLater = coroutineruns.settlesLater
+_close = coroutineruns.closeConnection
 
 
 class AgentThreadPool:
@@ -52,6 +70,11 @@ class AgentThreadPool:
     starts the next buffered one in the same commit (see
     ``Runner._startNext``), or starts it on its own when the job ended
     otherwise; a thread with nothing to do waits on the queue.
+
+    Threads are started on demand, up to ``size``: one at once, more when
+    work is queued and no thread is idle (one at a time: a thread that
+    takes work and sees more waiting starts the next); idle threads stay.  Coroutine runs hold a slot
+    without a thread (``detached``).
     """
 
     def __init__(self, runner, queue_name, agent_name):
@@ -71,6 +94,9 @@ class AgentThreadPool:
         self._finished = []  # job ids whose runs ended: to settle
         self.idle = 0  # threads waiting for work
         self.running = {}  # thread ident -> Run
+        self.detached = {}  # token -> Run: coroutine runs, off the threads
+        self._spawning = 0  # threads started, not yet looking for work
+        self._fresh = set()  # idents of those threads, once running
         #: how long runs take lately (seconds, a moving average), or None
         self.duration = None
 
@@ -81,15 +107,26 @@ class AgentThreadPool:
                 return
             self.runner.dispatcher._growPool(difference)
             self.size = size
-            if difference > 0:
-                for i in range(difference):
-                    self._startThread()
-            else:
-                self._stops -= difference
-                for i in range(-difference):
+            excess = len(self._threads) - self._stops - size
+            if excess > 0:
+                self._stops += excess
+                for i in range(excess):
                     self._queue.put(None)
+            elif self._queued or self._buffer or \
+                    len(self._threads) == self._stops:
+                self._spawnIfNeeded()  # work waits, or no thread is ready
+
+    def _spawnIfNeeded(self):
+        """(holding the lock) Work waits: start a thread unless one is
+        idle or starting, or the pool has ``size`` threads."""
+        if not self.idle and not self._spawning and not self.closed and \
+                len(self._threads) - self._stops < self.size:
+            self._startThread()
 
     def _startThread(self):
+        """(holding the lock) Start a thread; it counts as starting until
+        it waits for work or takes some (``_ready``)."""
+        self._spawning += 1
         thread = threading.Thread(
             target=self._run, daemon=True,
             name='zcasync %s/%s' % (self.queue_name or "''", self.agent_name))
@@ -99,13 +136,38 @@ class AgentThreadPool:
     # -- work handed over ---------------------------------------------
 
     def perform(self, run):
-        """Queue `run` for a thread; False when the pool is closed."""
+        """Queue `run` for a thread (a coroutine run: for the event loop);
+        False when the pool is closed."""
         with self._lock:
             if self.closed:
                 return False
-            self._queued[run.token] = run
-        self._queue.put(run)
+            if run.coroutine:
+                self.detached[run.token] = run
+            else:
+                self._queued[run.token] = run
+                self._spawnIfNeeded()
+        if run.coroutine:
+            self.runner.performElsewhere(run, self)
+        else:
+            self._queue.put(run)
         return True
+
+    def detach(self, run):
+        """`run` goes on on the event loop: it holds its slot, no
+        thread."""
+        with self._lock:
+            self.detached[run.token] = run
+
+    def undetach(self, run):
+        """A run on the event loop ended: its slot is free for a job
+        claimed ahead."""
+        with self._lock:
+            self.detached.pop(run.token, None)
+            wake = bool(self._buffer) and not self.closed
+            if wake:
+                self._spawnIfNeeded()
+        if wake:
+            self._queue.put(_WAKE)
 
     def addBuffered(self, runs):
         """Jobs claimed ahead (held by the agent, not started): Runs
@@ -114,6 +176,7 @@ class AgentThreadPool:
             if self.closed:
                 return False
             self._buffer.extend(runs)
+            self._spawnIfNeeded()
         for i in range(len(runs)):
             self._queue.put(_WAKE)
         return True
@@ -129,11 +192,14 @@ class AgentThreadPool:
             self._buffer.clear()
         return dropped
 
-    def popBuffered(self):
+    def popBuffered(self, replacing=False):
         """The next job claimed ahead (its Run), now being started, or
-        None."""
+        None (also when the agent's runs fill its slots, unless the new
+        run is `replacing` one that ends)."""
         with self._lock:
             if not self._buffer:
+                return None
+            if not replacing and self._occupied() >= self.size:
                 return None
             run = self._buffer.popleft()
             self._starting.add(run.job_id)
@@ -175,7 +241,8 @@ class AgentThreadPool:
         queued, running, starting or buffered."""
         with self._lock:
             known = set(self._queued)
-            for run in self.running.values():
+            for run in list(self.running.values()) + list(
+                    self.detached.values()):
                 known.add(run.token)
                 known.add(run.job_id)
             known.update(self._starting)
@@ -186,7 +253,9 @@ class AgentThreadPool:
     tokens = known
 
     def activeJobIds(self):
-        return [run.job_id for run in list(self.running.values())]
+        with self._lock:
+            runs = list(self.running.values()) + list(self.detached.values())
+        return list(dict.fromkeys(run.job_id for run in runs))
 
     def close(self):
         """Drop the runs no thread has started and the buffered jobs, and
@@ -222,9 +291,11 @@ class AgentThreadPool:
         ident = threading.get_ident()
         if following is not None:
             with self._lock:
+                self._ready()
                 self.running[ident] = following
                 self._starting.difference_update(
                     (following.job_id, following.token))
+                self._moreWork()
             return following
         while True:
             try:
@@ -233,9 +304,12 @@ class AgentThreadPool:
                 run = self.popBuffered()
                 if run is not None:
                     with self._lock:
+                        self._ready()
                         self.running[ident] = run
+                        self._moreWork()
                     return run
                 with self._lock:
+                    self._ready()
                     self.idle += 1
                 try:
                     item = self._queue.get()
@@ -244,12 +318,37 @@ class AgentThreadPool:
                         self.idle -= 1
             if item is None:
                 with self._lock:
+                    self._ready()
                     self._stops -= 1
                 return None
             if item is _WAKE:
                 continue
             if self._take(item):
+                with self._lock:
+                    self._ready()
+                    self._moreWork()
                 return item
+
+    def _ready(self):
+        """(holding the lock) This thread no longer counts as starting."""
+        ident = threading.get_ident()
+        if ident in self._fresh:
+            self._fresh.discard(ident)
+            self._spawning -= 1
+
+    def _moreWork(self):
+        """(holding the lock) This thread took work: start another one if
+        more waits for a thread (runs queued, or a sync job claimed ahead
+        with a slot free)."""
+        if self._queued or (self._buffer and not self._buffer[0].coroutine
+                            and self._occupied() < self.size):
+            self._spawnIfNeeded()
+
+    def _occupied(self):
+        """(holding the lock) The agent's slots its runs fill: in threads
+        and on the event loop (a run moving to the loop counts once)."""
+        return len({run.job_id for run in list(self.running.values())} |
+                   {run.job_id for run in self.detached.values()})
 
     def _open(self, tm):
         """A connection for this thread; retried (with a pause) until it
@@ -269,6 +368,8 @@ class AgentThreadPool:
                 return None
 
     def _run(self):
+        with self._lock:
+            self._fresh.add(threading.get_ident())
         tm = transaction.TransactionManager()
         conn = None
         threadlocal.setDispatcherContext(self.runner.dispatcher,
@@ -287,6 +388,10 @@ class AgentThreadPool:
                         conn = self._open(tm)
                     if conn is not None and not self.closed:
                         following = self.runner.perform(conn, tm, run, self)
+                        if following is DETACHED:
+                            # the run took this connection to the loop
+                            following, conn = None, None
+                            tm = transaction.TransactionManager()
                     elif run.token is None:
                         self.started(run.job_id)
                 finally:
@@ -308,6 +413,7 @@ class AgentThreadPool:
                 except Exception:
                     pass
             with self._lock:
+                self._ready()
                 self._threads.discard(threading.current_thread())
                 # threads that will stay once the queued stops are taken
                 staying = len(self._threads) - self._stops
@@ -316,7 +422,7 @@ class AgentThreadPool:
                     self._startThread()
 
 
-class Runner:
+class Runner(coroutineruns.CoroutineRuns):
     """The pools of one dispatcher, by (queue name, agent name)."""
 
     def __init__(self, dispatcher):
@@ -324,6 +430,9 @@ class Runner:
         self.pools = {}
         self._waiting = {}  # token -> job id: runs waiting for a Deferred
         self._lock = threading.Lock()
+        #: the event loop of the coroutine runs (started when needed)
+        self.coroutines = coroutines.EventLoop(
+            'zcasync %s' % (getattr(dispatcher, 'UUID', ''),))
 
     def pool(self, queue_name, agent_name):
         key = (queue_name, agent_name)
@@ -377,13 +486,18 @@ class Runner:
 
     def join(self, timeout):
         """Wait up to `timeout` seconds for the threads of the closed
-        pools; returns those still running."""
+        pools and the coroutine runs; returns the threads still running
+        (the event loop's, while coroutine runs go on)."""
         deadline = time.monotonic() + timeout
         threads = getattr(self, '_closed_threads', [])
         for thread in threads:
             thread.join(max(0, deadline - time.monotonic()))
         self._closed_threads = [t for t in threads if t.is_alive()]
-        return self._closed_threads
+        still = list(self._closed_threads)
+        if self.coroutines.join(max(0, deadline - time.monotonic())):
+            still.extend(self.coroutines.threads()[:1])
+        self.coroutines.close()
+        return still
 
     def lost(self):
         """A run ended without finishing its job: have the dispatcher
@@ -456,7 +570,7 @@ class Runner:
         """
         if following or not self.dispatcher.claiming:
             return
-        waiting = pool.popBuffered()
+        waiting = pool.popBuffered(replacing=True)
         if waiting is None:
             return
         job_id = waiting.job_id
@@ -482,26 +596,37 @@ class Runner:
                 pool.started(job_id, token, back=waiting)
         tm.get().addAfterCommitHook(landed)
 
-    def perform(self, conn, tm, run, pool):
+    def perform(self, conn, tm, run, pool, chain=True):
         """Run `run` (a Run; without a token: a job claimed ahead, to
-        start first); returns the Run its final commit started, or
-        None."""
+        start first); returns the Run its final commit started (when
+        `chain`), None, or DETACHED when the run went on to the event
+        loop with `conn` (a coroutine job)."""
         if run.token is None:
             run = self._startBuffered(conn, tm, run, pool)
             if run is None:
                 return None
         following = []
         threadlocal.setRunHooks(
-            lambda job: self._startNext(job, conn, tm, pool, following))
+            (lambda job: self._startNext(job, conn, tm, pool, following))
+            if chain else _settlesLater)
         started = time.monotonic()
+        awaiting = None
         try:
-            self._perform(conn, tm, run, pool)
+            awaiting = self._perform(conn, tm, run, pool)
         finally:
             threadlocal.setRunHooks()
-            self._ended(pool, run.job_id, time.monotonic() - started)
+            if awaiting is None:
+                self._ended(pool, run.job_id, time.monotonic() - started)
+        if awaiting is not None:
+            self._detach(conn, tm, run, pool, started, *awaiting)
+            return DETACHED
         return following[0] if following else None
 
     def _perform(self, conn, tm, run, pool):
+        """Load and run the job; returns None when the run ended, or
+        (Step, advance) when it awaits the Step (a coroutine job):
+        ``advance(outcome)`` goes on with the awaited outcome, returning
+        the same."""
         dispatcher = self.dispatcher
         oid, database_name = run.job_id
         record = {
@@ -530,15 +655,34 @@ class Runner:
                           dispatcher.UUID, record['call'], record['result'])
             self.lost()
             return
+        steps = []  # the run's life cycle (a generator), once started
+
+        def proceed(outcome):
+            if outcome is _FIRST:
+                steps.append(job._runClaimedSteps(run.token))
+                return next(steps[0])
+            return steps[0].send(outcome)
+
+        def advance(outcome=_FIRST):
+            step = self._advance(job, call, record, run, tm,
+                                 lambda: proceed(outcome))
+            return None if step is None else (step, advance)
+        return advance()
+
+    def _advance(self, job, call, record, run, tm, proceed):
+        """Run the job's life cycle up to its end (None) or to the next
+        Step it awaits (returned)."""
         try:
-            job._runClaimed(run.token)
+            step = proceed()
+        except StopIteration:
+            step = None
         except (interfaces.BadStatusError, interfaces.ReassignedError):
             # the run lost its job: the outcome belongs to another run
             tm.abort()
             record['reassigned'] = True
             self._finish(job, call, record, utils.makeFailure(),
                          level=logging.WARNING)
-            return
+            return None
         except Exception:
             # the job machinery failed outside the job's own code: fail the
             # job, so that it does not stay ACTIVE holding its agent slot
@@ -546,7 +690,7 @@ class Runner:
             tm.abort()
             self._failInPlace(job, tm, failure, run.token)
             self._finish(job, call, record, failure)
-            return
+            return None
         except BaseException:
             utils.safeLog(
                 utils.log, logging.CRITICAL,
@@ -558,11 +702,14 @@ class Runner:
             self._finish(job, call, record, interruption)
             self.lost()
             raise
+        if step is not None:
+            return step
         if job._status == interfaces.ACTIVE and job._inner is None:
             with self._lock:  # it waits for a Deferred: still ours
                 self._waiting[run.token] = run.job_id
         self._finish(job, call, record, job.result)
         tm.abort()
+        return None
 
     def _failInPlace(self, job, tm, failure, token):
         try:

@@ -9,13 +9,23 @@ transaction::
 
     zcasync.local.setLiveAnnotation('progress', 0.5)
     answer = zcasync.local.getLiveAnnotation('stop?', timeout=10)
+    answer = await zcasync.local.getLiveAnnotationAsync('stop?', timeout=10)
+
+(the last in a coroutine job: ``getLiveAnnotation`` would block its event
+loop while waiting; ``setLiveAnnotation`` only waits briefly for the
+dispatcher's reactor thread to take the value).
 
 Outside a running job they raise ``ValueError``.
+
+The state lives in context variables, not in ``threading.local``: each
+thread has its own context, and so has each asyncio task, so that the
+many coroutine jobs one event loop thread runs at once
+(``zcasync.coroutines``) each see their own job.
 """
 from __future__ import annotations
 
+import contextvars
 import pickle
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -26,29 +36,35 @@ if TYPE_CHECKING:
     from zcasync.job import Job
     from zcasync.queue import Queue
 
-_local = threading.local()
+# the running jobs (innermost last): a tuple, never changed in place, so
+# that a copied context (an asyncio task's) keeps the stack it was given
+_jobs: contextvars.ContextVar[tuple[Job, ...]] = contextvars.ContextVar(
+    'zcasync.jobs', default=())
+_dispatcher: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    'zcasync.dispatcher', default=None)
+_agent_name: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    'zcasync.agent_name', default=None)
+_before_final_commit: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    'zcasync.before_final_commit', default=None)
 
 
 def _stack():
-    stack = getattr(_local, 'jobs', None)
-    if stack is None:
-        stack = _local.jobs = []
-    return stack
+    return _jobs.get()
 
 
 def pushJob(job: Job) -> None:
-    _stack().append(job)
+    _jobs.set(_jobs.get() + (job,))
 
 
 def popJob() -> None:
-    _stack().pop()
+    _jobs.set(_jobs.get()[:-1])
 
 
 def setDispatcherContext(dispatcher: Dispatcher | None = None,
                          agent_name: str | None = None) -> None:
     """Called by a dispatcher's worker thread (None to clear)."""
-    _local.dispatcher = dispatcher
-    _local.agent_name = agent_name
+    _dispatcher.set(dispatcher)
+    _agent_name.set(agent_name)
 
 
 # --- the runner's hooks into a run (zcasync.runner) -----------------------
@@ -62,23 +78,23 @@ def setRunHooks(beforeFinalCommit=None):
     thread: while set, agent bookkeeping is left to the dispatcher, and
     ``beforeFinalCommit(job)`` is called in the transaction of the commit
     that completes a job."""
-    _local.before_final_commit = beforeFinalCommit
+    _before_final_commit.set(beforeFinalCommit)
 
 
 def settlesLater():
     """Whether a dispatcher does the agent bookkeeping of jobs completing
     in this thread."""
-    return getattr(_local, 'before_final_commit', None) is not None
+    return _before_final_commit.get() is not None
 
 
 def beforeFinalCommit(job):
-    hook = getattr(_local, 'before_final_commit', None)
+    hook = _before_final_commit.get()
     if hook is not None:
         hook(job)
 
 
 def getJob() -> Job:
-    """The job running in this thread."""
+    """The job running in this thread (or asyncio task)."""
     stack = _stack()
     if not stack:
         raise ValueError(
@@ -92,9 +108,9 @@ def getQueue() -> Queue | None:
     return getJob().queue
 
 
-def _fromDispatcher(attribute, what):
+def _fromDispatcher(var, what):
     job = getJob()
-    value = getattr(_local, attribute, None)
+    value = var.get()
     if value is None:
         raise ValueError(
             'zcasync.local.%s is only available inside a job that a '
@@ -104,7 +120,7 @@ def _fromDispatcher(attribute, what):
 
 
 def getDispatcher() -> Dispatcher:
-    return _fromDispatcher('dispatcher', 'getDispatcher()')
+    return _fromDispatcher(_dispatcher, 'getDispatcher()')
 
 
 def getReactor() -> Any:
@@ -112,7 +128,7 @@ def getReactor() -> Any:
 
 
 def getAgentName() -> str:
-    return _fromDispatcher('agent_name', 'getAgentName()')
+    return _fromDispatcher(_agent_name, 'getAgentName()')
 
 
 class _NoPersistent(pickle.Pickler):
@@ -164,8 +180,16 @@ def getLiveAnnotation(name: str, default: Any = None, timeout: float = 0,
                       poll: float = 1, job: Job | None = None) -> Any:
     """Read ``job.annotations[name]`` as committed now (not as of this
     job's transaction), waiting up to `timeout` seconds for it to appear,
-    re-reading every `poll` seconds; `default` if it never does."""
+    re-reading every `poll` seconds; `default` if it never does.  In a
+    coroutine job, waiting would block the event loop: await
+    ``getLiveAnnotationAsync`` instead."""
     dispatcher, job_id = _target(job)
+    if timeout > 0 and _inEventLoop():
+        raise ValueError(
+            'zcasync.local.getLiveAnnotation(%r, timeout=%r) would block the '
+            'event loop of this coroutine job while it waits; use '
+            '"await zcasync.local.getLiveAnnotationAsync(...)" instead'
+            % (name, timeout))
     deadline = time.monotonic() + timeout
     while True:
         value = dispatcher.callInReactor(
@@ -176,3 +200,33 @@ def getLiveAnnotation(name: str, default: Any = None, timeout: float = 0,
         if remaining <= 0:
             return default
         time.sleep(min(poll, remaining))
+
+
+def _inEventLoop():
+    import asyncio
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+async def getLiveAnnotationAsync(name: str, default: Any = None,
+                                 timeout: float = 0, poll: float = 1,
+                                 job: Job | None = None) -> Any:
+    """``getLiveAnnotation`` for coroutine jobs: reads in another thread
+    and waits with ``asyncio.sleep``, so that the event loop goes on
+    running the other coroutines meanwhile."""
+    import asyncio
+    dispatcher, job_id = _target(job)
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await asyncio.to_thread(
+            dispatcher.callInReactor, dispatcher._getLiveAnnotation, job_id,
+            name, _MISSING)
+        if value is not _MISSING:
+            return value
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return default
+        await asyncio.sleep(min(poll, remaining))

@@ -49,7 +49,10 @@ def test_a_buffer_is_claimed_ahead_and_given_back_on_a_graceful_stop(
         testing.wait(lambda: statuses(agent, conn) ==
                      {ACTIVE: 1, ASSIGNED: 4}, WAIT,
                      lambda: 'agent holds %s' % statuses(agent, conn))
-        assert sum(CALLS.values()) == 1  # only one started
+        # only one started (its ACTIVE mark commits before its thread
+        # calls it: wait for the call)
+        testing.wait(lambda: sum(CALLS.values()) == 1, WAIT,
+                     lambda: 'calls: %s' % CALLS)
         # stop claiming: the jobs claimed ahead go back to the queue
         running.reactor.callFromThread(
             setattr, running.dispatcher, 'claiming', False)

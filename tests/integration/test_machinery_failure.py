@@ -16,7 +16,7 @@ from zcasync.job import Job
 class BrokenJob(Job):
     """A job whose running machinery breaks (not its callable)."""
 
-    def _runClaimed(self, token):
+    def _runClaimedSteps(self, token):  # what a dispatcher's runner runs
         raise RuntimeError('the machinery broke')
 
 

@@ -56,6 +56,23 @@ def hold(n, directory, timeout=60.0):
     return [n, os.getpid()]
 
 
+async def holdAsync(n, directory, timeout=60.0):
+    """``hold`` as an ``async def`` job (a coroutine on the worker's event
+    loop): log ``start N PID``, then await the file directory/release-N
+    (looking every 0.05 s, without blocking the loop); returns [n, pid]."""
+    import asyncio
+    _append(os.path.join(directory, 'starts.log'),
+            'start %d %d' % (n, os.getpid()))
+    release = os.path.join(directory, 'release-%d' % n)
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(release):
+        if time.monotonic() > deadline:
+            raise RuntimeError('job %d was never released' % n)
+        await asyncio.sleep(0.05)
+    _countRun()
+    return [n, os.getpid()]
+
+
 def killWorker(n, directory):
     """Log ``start N PID``, then kill this worker process with SIGKILL."""
     _append(os.path.join(directory, 'starts.log'),
