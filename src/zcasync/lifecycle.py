@@ -40,6 +40,7 @@ import transaction.interfaces
 import twisted.internet.defer
 import ZEO.Exceptions
 
+from zcasync import control
 from zcasync import interfaces
 from zcasync import threadlocal
 from zcasync import utils
@@ -223,16 +224,22 @@ class JobLifeCycle:
         policy = self._policyOrDefault()
         data_cache = {}
         while True:
-            res = self._invoke(args, kwargs)
+            # a run asked to stop ends with the stop error (zcasync.control)
+            res = control.outcome(self, self._invoke(args, kwargs))
+            if isinstance(res, control.Snooze):
+                control.snoozeRun(self, res, tm, token, policy, data_cache)
+                return self._result
             if utils.isFailure(res) and getattr(res, '_zcasync_raised', 0):
                 del res._zcasync_raised
                 self._abortRun(tm, token, policy, data_cache)
-                action, when = _decision(policy.jobError(res, data_cache))
+                action, when = _decision(
+                    control.decide(self, policy, res, data_cache))
                 if action == _RETRY:
                     continue
                 if action == _RESCHEDULE:
                     self._reschedule(when, tm, token, policy, data_cache)
                     return self._result
+            self._checkOwner(token)  # (the job's code may have committed)
             try:
                 if data_cache:
                     policy.updateData(data_cache)
@@ -322,6 +329,8 @@ class JobLifeCycle:
         threadlocal.pushJob(self)
         try:
             return self.callable(*call_args, **call_kwargs)
+        except control.Snooze as snoozed:
+            return snoozed
         except Exception:
             failure = utils.makeFailure(captureVars=self.capture_variables)
             failure._zcasync_raised = True

@@ -12,7 +12,9 @@ See ``zcasync.threadlocal`` for what each one does.
 from zcasync.threadlocal import (  # noqa: F401
     getJob, getQueue, getDispatcher, getReactor, getAgentName,
     setLiveAnnotation, getLiveAnnotation, checkPlainValue,
-    pushJob, popJob, setDispatcherContext)
+    pushJob, popJob, setDispatcherContext, cancelled, snooze,
+    getRunControl, setRunControl)
 
 __all__ = ['getJob', 'getQueue', 'getDispatcher', 'getReactor',
-           'getAgentName', 'setLiveAnnotation', 'getLiveAnnotation']
+           'getAgentName', 'setLiveAnnotation', 'getLiveAnnotation',
+           'cancelled', 'snooze', 'getRunControl']
