@@ -153,9 +153,11 @@ def checkTimeout(value: Any) -> datetime.timedelta | None:
     return value
 
 
-def timeLimitError(job: Job, timeout: datetime.timedelta) -> BaseException:
+def timeLimitError(job: Any, timeout: datetime.timedelta) -> BaseException:
+    """The error of a run of `job` (or its repr) that went on longer than
+    `timeout`."""
     return interfaces.TimeLimitError(
-        'time limit exceeded: %r ran longer than its time limit of %g s'
+        'time limit exceeded: %s ran longer than its time limit of %g s'
         % (job, timeout.total_seconds()))
 
 

@@ -31,6 +31,7 @@ from zcasync import lifecycle
 from zcasync import threadlocal
 from zcasync import utils
 from zcasync.history import RESULT_LIMIT
+from zcasync.runwatch import RunWatch
 
 #: A job handed to a pool: (oid, database name), the run's token, and the
 #: key of the poll that claimed it.
@@ -71,6 +72,9 @@ class AgentThreadPool:
         self._finished = []  # job ids whose runs ended: to settle
         self.idle = 0  # threads waiting for work
         self.running = {}  # thread ident -> Run
+        #: threads left to a run that was completed without them (a job
+        #: that did not stop when asked, see zcasync.runwatch)
+        self._abandoned = set()
         #: how long runs take lately (seconds, a moving average), or None
         self.duration = None
 
@@ -205,6 +209,25 @@ class AgentThreadPool:
         with self._lock:
             return list(self._threads)
 
+    def abandon(self, ident, token):
+        """The run holding `token` in thread `ident` was completed without
+        it: forget that run and leave the thread to it (it exits when the
+        run returns), starting another one in its place.  False when the
+        run ended meanwhile."""
+        with self._lock:
+            run = self.running.get(ident)
+            if run is None or run.token != token:
+                return False
+            del self.running[ident]
+            self._abandoned.add(ident)
+            for thread in list(self._threads):
+                if thread.ident == ident:
+                    self._threads.discard(thread)
+            if not self.closed and \
+                    self.size > len(self._threads) - self._stops:
+                self._startThread()
+        return True
+
     # -- the threads ----------------------------------------------------
 
     def _take(self, run):
@@ -277,6 +300,12 @@ class AgentThreadPool:
         following = None
         try:
             while True:
+                if threading.get_ident() in self._abandoned:
+                    clean_exit = True  # replaced already
+                    if following is not None:  # started, never run
+                        self.started(following.job_id, following.token)
+                        self.runner.lost()
+                    return
                 run = self._nextWork(following)
                 following = None
                 if run is None:
@@ -308,6 +337,9 @@ class AgentThreadPool:
                 except Exception:
                     pass
             with self._lock:
+                if threading.get_ident() in self._abandoned:
+                    self._abandoned.discard(threading.get_ident())
+                    clean_exit = True  # replaced when it was abandoned
                 self._threads.discard(threading.current_thread())
                 # threads that will stay once the queued stops are taken
                 staying = len(self._threads) - self._stops
@@ -324,6 +356,8 @@ class Runner:
         self.pools = {}
         self._waiting = {}  # token -> job id: runs waiting for a Deferred
         self._lock = threading.Lock()
+        #: stop requests, time limits (zcasync.runwatch)
+        self.watch = RunWatch(self)
 
     def pool(self, queue_name, agent_name):
         key = (queue_name, agent_name)
@@ -343,6 +377,7 @@ class Runner:
         ids of the jobs it was given but has not started yet."""
         with self._lock:
             known = set(self._waiting)
+        known.update(self.watch.tokens())
         for pool in list(self.pools.values()):
             known.update(pool.known())
         return known
@@ -498,6 +533,7 @@ class Runner:
             self._perform(conn, tm, run, pool)
         finally:
             threadlocal.setRunHooks()
+            self.watch.end()
             self._ended(pool, run.job_id, time.monotonic() - started)
         return following[0] if following else None
 
@@ -530,6 +566,7 @@ class Runner:
                           dispatcher.UUID, record['call'], record['result'])
             self.lost()
             return
+        self.watch.begin(job, run, pool)
         try:
             job._runClaimed(run.token)
         except (interfaces.BadStatusError, interfaces.ReassignedError):
