@@ -82,6 +82,11 @@ def test_cancel_completes_a_pending_job_and_asks_a_running_one_to_stop(
     assert second.result.check(interfaces.CancelledError)
     refused(conn, tmp_path, 'cancel', api.jobId(second), {}, 409,
             'it is completed; only a job that has not completed')
+    from zcasync.web.listing import JobQuery
+    for state in ('cancelled', 'failed', 'completed'):
+        listed = JobQuery(state=state).run(conn.root())['items']
+        assert [i['id'] for i in listed] == [api.jobId(second)], state
+    assert JobQuery(state='succeeded').run(conn.root())['items'] == []
     startJob(conn)
     refused(conn, tmp_path, 'cancel', api.jobId(first), {'grace': -1}, 400,
             'grace must be a finite number of seconds >= 0')
