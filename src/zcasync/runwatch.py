@@ -60,7 +60,7 @@ class Entry:
         self.watched = watched  # the oid of the job's annotations tree
         self.calls: list[Any] = []  # the reactor's delayed calls
         self.forcing = False
-        self.forced_token = None  # the token of the run forcing it
+        self.tokens: list[str] = []  # the tokens it was forced under
 
 
 class RunWatch:
@@ -72,6 +72,7 @@ class RunWatch:
         self._lock = threading.Lock()
         self._entries: dict[str, Entry] = {}  # token -> Entry
         self._watched: dict[bytes, Entry] = {}  # annotations oid -> Entry
+        self._forcing: set[str] = set()  # the tokens of forced completions
 
     # -- worker threads ---------------------------------------------------
 
@@ -114,8 +115,7 @@ class RunWatch:
     def tokens(self):
         """The tokens of the jobs being forced (the runner knows them)."""
         with self._lock:
-            return {e.forced_token for e in self._entries.values()
-                    if e.forced_token is not None}
+            return set(self._forcing)
 
     # -- hearing of requests (any thread) ----------------------------------
 
@@ -264,7 +264,7 @@ class RunWatch:
             self.runner.lost()
         finally:
             with self._lock:
-                entry.forced_token = None
+                self._forcing.difference_update(entry.tokens)
             if conn is not None:
                 try:
                     tm.abort()
@@ -283,8 +283,9 @@ class RunWatch:
                 tm.abort()
                 return None
             token = _newToken()
-            with self._lock:
-                entry.forced_token = token  # known to reconciliation
+            with self._lock:  # known to reconciliation from now on
+                self._forcing.add(token)
+                entry.tokens.append(token)
             job._run_token = token
             try:
                 tm.commit()
