@@ -301,10 +301,9 @@ def test_snooze_in_immediate_mode(queue, conn, other, clock):
     seen = reload(other, job)
     assert seen.result == 'woke up'
     assert SEEN == [('run', 0), ('run', 1)]
-    # neither a retry nor an interruption was counted
-    counted = [k for k in seen.annotations if k != control.SNOOZES and
-               k.startswith('zc.async') or 'retry' in k or 'interrupt' in k]
-    assert counted == []
+    # neither a retry nor an interruption was counted (the policy keeps
+    # its counts under 'zcasync.RetryWithBackoff'): only the snooze
+    assert set(seen.annotations) == {control.SNOOZES}
 
 
 def test_snooze_zero_goes_to_the_front(queue, conn, other):
@@ -431,3 +430,44 @@ def capture_log():
     utils.log.addHandler(handler)
     yield messages
     utils.log.removeHandler(handler)
+
+
+def test_a_cancelled_run_is_never_retried(queue, conn, other):
+    policy = RetryWithBackoff(retry_on=(Exception,), max_attempts=5)
+    job = queue.put(Job(askCancelled), retry_policy_factory=policy)
+    conn.transaction_manager.commit()
+    claimed = testing._immediateClaim(testing._immediateAgent(queue))
+    conn.transaction_manager.commit()
+    run = control.RunControl(job_id=utils.jobId(claimed))
+    run.requestStop(interfaces.CancelledError('asked'))
+    zcasync.local.setRunControl(run)
+    try:
+        claimed()
+    finally:
+        zcasync.local.setRunControl()
+    seen = reload(other, job)
+    assert seen.status == COMPLETED  # not back in the queue
+    assert seen.result.check(interfaces.CancelledError)
+    assert 'zcasync.RetryWithBackoff' not in seen.annotations
+
+
+def test_a_run_past_its_time_limit_is_left_to_its_policy(queue, conn, other,
+                                                         clock):
+    policy = RetryWithBackoff(retry_on=(interfaces.TimeLimitError,),
+                              max_attempts=5, base=SECOND, jitter=False)
+    job = queue.put(Job(askCancelled), retry_policy_factory=policy,
+                    timeout=SECOND)
+    conn.transaction_manager.commit()
+    claimed = testing._immediateClaim(testing._immediateAgent(queue))
+    conn.transaction_manager.commit()
+    run = control.RunControl(job_id=utils.jobId(claimed))
+    run.requestStop(control.timeLimitError(claimed, claimed.timeout))
+    zcasync.local.setRunControl(run)
+    try:
+        claimed()
+    finally:
+        zcasync.local.setRunControl()
+    seen = reload(other, job)
+    assert seen.status == interfaces.PENDING  # rescheduled by its policy
+    assert seen.begin_after == START + SECOND
+    assert seen.annotations['zcasync.RetryWithBackoff']['attempts'] == 1
