@@ -548,6 +548,7 @@ class Runner:
         }
         dispatcher.history.start(run.job_id, record, pool.queue_name,
                                   pool.agent_name)
+        self.watch.opening()  # hear stop requests from here on
         try:
             tm.begin()
             job = self._load(conn, run.job_id)

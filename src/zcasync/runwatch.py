@@ -5,15 +5,17 @@ requests, time limits, and completing runs that do not stop (see
 Each run a worker thread starts is registered here (``begin``, in the
 worker thread, before the job is called) with a ``RunControl`` that the
 thread puts in ``zcasync.threadlocal``, and unregistered when it ends
-(``end``).
+(``end``).  Before its transaction begins, the thread starts hearing
+(``opening``): a stop request committed before that is in the run's own
+view of the job, one committed later is heard, so that ``begin`` misses
+none.
 
 - *Stop requests* are stored in the job's annotations tree, whose oid the
   run registers: when the dispatcher's invalidation listener hears that
   oid change (``invalidated``, any thread), the reactor reads the request
   (``_check``) and, when it targets this run, asks the run to stop and
   arms the end of its grace period.  Each heartbeat looks at every
-  registered run as well (``sweep``), which covers a request committed
-  between the claim and the registration.
+  registered run as well (``sweep``).
 - *Time limits*: a run whose job has a ``timeout`` arms a reactor call at
   its deadline (``active_start + timeout``), which asks the run to stop
   with TimeLimitError, with ``dispatcher.time_limit_grace`` seconds of
@@ -63,6 +65,14 @@ class Entry:
         self.tokens: list[str] = []  # the tokens it was forced under
 
 
+class _Heard:
+    """The oids a worker thread heard of while it started a run."""
+
+    def __init__(self):
+        self.oids = set()
+        self.everything = False
+
+
 class RunWatch:
     """The runs of one dispatcher's worker threads (module docstring)."""
 
@@ -73,8 +83,26 @@ class RunWatch:
         self._entries: dict[str, Entry] = {}  # token -> Entry
         self._watched: dict[bytes, Entry] = {}  # annotations oid -> Entry
         self._forcing: set[str] = set()  # the tokens of forced completions
+        self._hearing: list[_Heard] = []  # runs starting
+        self._local = threading.local()
 
     # -- worker threads ---------------------------------------------------
+
+    def opening(self):
+        """(worker thread) Hear every change from now on, until the run
+        this thread starts is registered."""
+        self._stopHearing()
+        heard = self._local.heard = _Heard()
+        with self._lock:
+            self._hearing.append(heard)
+
+    def _stopHearing(self):
+        heard = getattr(self._local, 'heard', None)
+        if heard is not None:
+            self._local.heard = None
+            with self._lock:
+                self._hearing = [h for h in self._hearing if h is not heard]
+        return heard
 
     def begin(self, job, run, pool):
         """Register the run `run` of `job` (worker thread) and set its
@@ -87,6 +115,11 @@ class RunWatch:
             if watched is not None:
                 self._watched[watched] = entry
         threadlocal.setRunControl(entry.control)
+        heard = self._stopHearing()
+        if control.stopRequest(job, run.token) is not None or \
+                heard is None or heard.everything or watched in heard.oids:
+            # asked before this run's view of the job began, or since
+            self._inReactor(self._check, [entry])
         if entry.timeout is not None and job.active_start is not None:
             deadline = job.active_start + entry.timeout
             delay = max(0.0, (deadline - utils.now()).total_seconds())
@@ -95,6 +128,7 @@ class RunWatch:
 
     def end(self):
         """The run of this thread ended: unregister it."""
+        self._stopHearing()
         control_ = threadlocal.getRunControl()
         threadlocal.setRunControl()
         if control_ is None:
@@ -122,6 +156,13 @@ class RunWatch:
     def invalidated(self, oids):
         """Invalidation listener: `oids` changed (None: anything may
         have)."""
+        if self._hearing:
+            with self._lock:
+                for heard in self._hearing:
+                    if oids is None:
+                        heard.everything = True
+                    else:
+                        heard.oids.update(oids)
         watched = self._watched
         if not watched:
             return
