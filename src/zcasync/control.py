@@ -251,6 +251,23 @@ def stopRequest(job: Job, token: str | None) -> dict[str, Any] | None:
     return None
 
 
+def cancelledRun(job: Job) -> BaseException | None:
+    """The CancelledError of a job whose current run (ACTIVE since
+    ``active_start``) was cancelled, whatever its token is now (recovery
+    replaces it), or None: a run cancelled before its process died is not
+    run again."""
+    request = job.peekAnnotations().get(STOP_KEY)
+    start = job.active_start
+    if not isinstance(request, dict) or start is None or \
+            request.get('reason') != 'cancel':
+        return None
+    try:
+        requested = datetime.datetime.fromisoformat(request['requested'])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return stopError(job, request) if requested >= start else None
+
+
 def stopError(job: Job, request: dict[str, Any]) -> BaseException:
     return interfaces.CancelledError(
         '%r was cancelled while it ran (asked to stop at %s, grace %g s)'

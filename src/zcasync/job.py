@@ -443,6 +443,10 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
             return None  # nothing to recover (already done, or waiting)
         if token is not None and self._run_token != token:
             return None  # recovered already, or another run owns it now
+        cancelled = control.cancelledRun(self)
+        if cancelled is not None:  # asked to stop: never run again
+            self._complete(utils.makeFailure(cancelled), self._run_token)
+            return None
         policy = self._policyOrDefault()
         action, when = _decision(policy.interrupted())
         if action != _GIVE_UP and self.isCallback:

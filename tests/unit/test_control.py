@@ -471,3 +471,38 @@ def test_a_run_past_its_time_limit_is_left_to_its_policy(queue, conn, other,
     assert seen.status == interfaces.PENDING  # rescheduled by its policy
     assert seen.begin_after == START + SECOND
     assert seen.annotations['zcasync.RetryWithBackoff']['attempts'] == 1
+
+
+def test_a_run_cancelled_before_its_process_died_is_not_run_again(
+        queue, conn, other):
+    job = queue.put(Job(add, 1, 2))
+    conn.transaction_manager.commit()
+    claimed = testing._immediateClaim(testing._immediateAgent(queue))
+    conn.transaction_manager.commit()
+    claimed._markActive(conn.transaction_manager)
+    claimed.cancel(grace=30)
+    # its process dies; recovery takes the job over (a new token)
+    token = claimed._handBack()
+    conn.transaction_manager.commit()
+    claimed.handleInterrupt(token)
+    seen = reload(other, job)
+    assert seen.status == COMPLETED
+    assert 'cancelled while it ran' in cancelledMessage(seen)
+
+
+def test_a_cancel_of_an_earlier_run_does_not_stop_recovery(queue, conn,
+                                                           other, clock):
+    job = queue.put(Job(add, 1, 2))
+    conn.transaction_manager.commit()
+    claimed = testing._immediateClaim(testing._immediateAgent(queue))
+    conn.transaction_manager.commit()
+    claimed._markActive(conn.transaction_manager)
+    claimed.annotations[control.STOP_KEY] = {
+        'token': 'an earlier run', 'reason': 'cancel', 'grace': 0,
+        'requested': (START - SECOND).isoformat()}
+    token = claimed._handBack()
+    conn.transaction_manager.commit()
+    claimed.handleInterrupt(token)
+    conn.transaction_manager.commit()
+    seen = reload(other, job)
+    assert seen.status == interfaces.PENDING  # retried, as usual
