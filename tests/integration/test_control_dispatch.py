@@ -64,6 +64,20 @@ def snoozeFirst(seconds):
     return 'woke up'
 
 
+def waitsOnStop(name):
+    """Wait for the stop request through the run's control (as a coroutine
+    runner would, to cancel its task)."""
+    control_ = zcasync.local.getRunControl()
+    stopped = threading.Event()
+    heard = []
+    control_.onStop(lambda error: (heard.append(
+        (error, threading.current_thread())), stopped.set()))
+    EVENTS[name + ' started'].set()
+    stopped.wait(WAIT)
+    SEEN.append(('heard', heard, threading.current_thread()))
+    return 'stopped'
+
+
 def noted(result):
     SEEN.append(('callback', result))
     return 'noted'
@@ -201,3 +215,20 @@ def test_snooze_runs_again_after_the_delay(db, conn, queue):
         runs = [when for kind, when in SEEN if kind == 'run']
         assert len(runs) == 2
         assert runs[1] - runs[0] >= datetime.timedelta(seconds=0.5)
+
+
+def test_the_run_control_calls_back_when_the_time_limit_passes(
+        db, conn, queue, capture):
+    with Running(db, setup=quick) as running:
+        addAgent(conn, running.dispatcher, size=1)
+        job = queue.put(Job(waitsOnStop, 'w'),
+                        timeout=datetime.timedelta(seconds=0.3))
+        commit(conn)
+        result = testing.wait_for_result(job, WAIT)
+        assert result.check(interfaces.TimeLimitError)
+        [(kind, heard, worker)] = SEEN
+        [(error, caller)] = heard
+        assert isinstance(error, interfaces.TimeLimitError)
+        assert caller is not worker  # called by whoever asked: the reactor
+        assert not [m for m in capture.messages()
+                    if 'did not stop within' in m]
