@@ -567,7 +567,7 @@ class Runner:
                           dispatcher.UUID, record['call'], record['result'])
             self.lost()
             return
-        self.watch.begin(job, run, pool)
+        self.watch.begin(job, run, pool, call)
         try:
             job._runClaimed(run.token)
         except (interfaces.BadStatusError, interfaces.ReassignedError):

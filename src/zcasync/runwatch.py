@@ -52,13 +52,13 @@ TIME_LIMIT_GRACE = 5.0
 class Entry:
     """A registered run."""
 
-    def __init__(self, run, pool, job, watched):
+    def __init__(self, run, pool, job, watched, call):
         self.run = run
         self.pool = pool
         self.ident = threading.get_ident()
         self.control = control.RunControl(run.job_id, run.token)
         self.timeout = job.timeout
-        self.repr = repr(job)
+        self.repr = call
         self.watched = watched  # the oid of the job's annotations tree
         self.calls: list[Any] = []  # the reactor's delayed calls
         self.forcing = False
@@ -104,12 +104,13 @@ class RunWatch:
                 self._hearing = [h for h in self._hearing if h is not heard]
         return heard
 
-    def begin(self, job, run, pool):
-        """Register the run `run` of `job` (worker thread) and set its
-        control in this thread; returns the entry."""
+    def begin(self, job, run, pool, call=None):
+        """Register the run `run` of `job` (worker thread; `call`: its
+        repr) and set its control in this thread; returns the entry."""
         tree = job._annotations
         watched = tree._p_oid if tree is not None else None
-        entry = Entry(run, pool, job, watched)
+        entry = Entry(run, pool, job, watched,
+                      repr(job) if call is None else call)
         with self._lock:
             self._entries[run.token] = entry
             if watched is not None:
