@@ -69,7 +69,9 @@ def queue(conn):
     """The primary queue, committed in ``conn``."""
     from zcasync.interfaces import KEY
     from zcasync.queue import Queue, Queues
+    from zcasync import stable
     queues = conn.root()[KEY] = Queues()
+    stable.markFormat(conn.root())
     q = queues[''] = Queue()
     conn.transaction_manager.commit()
     return q

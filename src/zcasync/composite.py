@@ -118,3 +118,12 @@ def _schedulePostprocess(main):
         postprocess.parent = None
         postprocess.args.extend(main.args)
         main.queue.put(postprocess)
+
+
+# Public names of the functions above that stored jobs refer to (see
+# zcasync.stable): the same objects; records keep naming the private ones.
+runSerial = _runSerial
+runParallel = _runParallel
+serialNext = _serialNext
+parallelNext = _parallelNext
+results = _results

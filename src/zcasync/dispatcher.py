@@ -44,6 +44,7 @@ from zcasync import instanceuuid
 from zcasync import interfaces
 from zcasync import invalidations
 from zcasync import liveness
+from zcasync import stable
 from zcasync import utils
 from zcasync.history import (  # noqa: F401 (part of this module's API)
     JobHistory, Poll, PollInfo, PollHistory, pollKey, POLL_HISTORY,
@@ -185,6 +186,7 @@ class Dispatcher(QueuePolls):
     def activate(self) -> None:
         if self.activated:
             raise ValueError('dispatcher %s is already activated' % self.UUID)
+        self._checkFormat()
         _register(self)  # it may have been popped or replaced meanwhile
         utils.log.info('attempting to activate dispatcher %s', self.UUID)
         self.activated = utils.now()
@@ -196,6 +198,24 @@ class Dispatcher(QueuePolls):
         self._trigger = self.reactor.addSystemEventTrigger(
             'before', 'shutdown', self._shutdown)
         self.reactor.callWhenRunning(self._start)
+
+    def _checkFormat(self):
+        """Raise DatabaseFormatError (logged at CRITICAL) when this code
+        cannot run on the database (``zcasync.stable.checkFormat``); a
+        storage that is not connected yet is checked by the polls."""
+        if not self._storageConnected():
+            return
+        tm = transaction.TransactionManager()
+        conn = self.db.open(transaction_manager=tm)
+        try:
+            stable.checkFormat(conn.root())
+        except interfaces.DatabaseFormatError as e:
+            utils.log.critical('dispatcher %s cannot run on this database: '
+                               '%s', self.UUID, e)
+            raise
+        finally:
+            tm.abort()
+            conn.close()
 
     def _growPool(self, difference):
         with self._pool_lock:
@@ -492,6 +512,14 @@ class Dispatcher(QueuePolls):
                 utils.log.info('dispatcher %s: polling again after %d '
                                'failed poll(s)', self.UUID, self._failures)
                 self._failures = 0
+        except interfaces.DatabaseFormatError as e:
+            # changed under a running dispatcher: it stops pinging and
+            # claiming (its siblings recover its jobs)
+            self.conn.transaction_manager.abort()
+            self._failures += 1
+            if self._failures == 1:
+                utils.log.critical('dispatcher %s: %s; polling no more until '
+                                   'that changes', self.UUID, e)
         except transaction.interfaces.TransientError:
             # e.g. the ping or the activation commit conflicted
             self.conn.transaction_manager.abort()

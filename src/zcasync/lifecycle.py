@@ -385,6 +385,10 @@ class JobLifeCycle:
         self._complete(result, self._run_token)
         return None
 
+    #: the public name of ``_innerCompleted``, which stored jobs name as
+    #: their callable (see zcasync.stable)
+    innerCompleted = _innerCompleted
+
     def _waitForDeferred(self, deferred, token):
         jar = self._p_jar
         db = jar.db() if jar is not None else None

@@ -36,6 +36,7 @@ import transaction.interfaces
 
 from zcasync import interfaces
 from zcasync import liveness
+from zcasync import stable
 from zcasync import utils
 from zcasync.interfaces import ACTIVE, CALLBACKS, COMPLETED, NEW
 from zcasync.runner import Run
@@ -49,6 +50,7 @@ class QueuePolls:
         tm.begin()
         root = self.conn.root()
         urgent.add(root._p_oid)
+        stable.checkFormat(root)
         queues = root.get(interfaces.KEY)
         if queues is None:
             watched.update(urgent)

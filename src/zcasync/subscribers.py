@@ -72,13 +72,16 @@ class QueueInstaller:
             conn.close()
 
     def _install(self, conn, Queue, Queues):
+        from zcasync import stable
         added = []
         root = conn.root()
+        stable.checkFormat(root)
         queues = root.get(interfaces.KEY)
         if queues is None:
             queues = Queues()
             if self.db_name is not None:
                 other = conn.get_connection(self.db_name)
+                stable.checkFormat(other.root())
                 other.add(queues)
                 other.root()[interfaces.KEY] = queues
             root[interfaces.KEY] = queues
@@ -90,6 +93,10 @@ class QueueInstaller:
                 jar.add(queue)
                 queues[name] = queue
                 added.append(interfaces.ObjectAdded(queue, queues, name))
+        if added:
+            stable.markFormat(root)
+            if queues._p_jar is not None and queues._p_jar is not conn:
+                stable.markFormat(queues._p_jar.root())
         return added
 
 

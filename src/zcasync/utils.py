@@ -266,6 +266,11 @@ def _newFailure():
     return Failure.__new__(Failure)
 
 
+#: the public name of ``_newFailure``, which stored failures name (see
+#: zcasync.stable)
+newFailure = _newFailure
+
+
 def makeFailure(exc=None, captureVars=None):
     """A clean Failure for the exception being handled, or for `exc`;
     frame variables are kept only if `captureVars` (default: the process

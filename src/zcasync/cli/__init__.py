@@ -4,7 +4,7 @@ Sub-commands: ``worker`` (run a dispatcher in the foreground), ``server``
 (a ZEO server on a FileStorage), ``dashboard`` (the web pages, API and
 metrics, in ``zcasync.web``), ``put`` (queue a job), ``status``,
 ``jobs``, ``job``, ``cancel``, ``retry``, ``schedules``, ``queue``,
-``prune`` and ``pg-notify``.  The work is done by the modules of this
+``prune``, ``migrate`` and ``pg-notify``.  The work is done by the modules of this
 package: ``worker``, ``server``, ``dashboard``, ``put``, ``jobs`` (jobs,
 job, cancel, retry), ``status``, ``schedules`` (schedules, queue, prune)
 and ``db`` (database URIs, pg-notify); ``common`` holds the exit codes,
@@ -51,6 +51,7 @@ examples:
   zcasync jobs failed --db zeo://127.0.0.1:8100 --limit 20
   zcasync job 1234@unnamed --db zeo://127.0.0.1:8100 --json
   zcasync dashboard --db zeo://127.0.0.1:8100 --address 127.0.0.1:8080
+  zcasync migrate --db file:///var/zc.async/Data.fs --import myapp.tasks
   export ZCASYNC_DB=postgres://postgres@db.example:5432/zcasync
   zcasync worker --queue reports --uuid-file /var/lib/zcasync/w1.uuid
 
@@ -439,6 +440,28 @@ def buildParser(environ):
                   'completed anyway (default 5)')
         p.set_defaults(run=name)
 
+    p = _sub(sub, 'migrate', 'convert a zc.async database for zcasync',
+             'Convert the zc.async 1.x data of a database for zcasync, in '
+             'place: first report what will be converted (objects by class, '
+             'jobs by state), then convert in transactions of --batch '
+             'objects. An interrupted migration goes on where it stopped '
+             'when run again; on a migrated database it has nothing to do. '
+             'Stop every zc.async process and back the database up first; '
+             'the application\'s job modules must be importable.')
+    o = Options(p, environ)
+    _common(o)
+    o.add('--dry-run', action='store_true',
+          help='only report what would be converted; change nothing')
+    o.add('--from-python2', action='store_true',
+          help='the database was written by Python 2: convert its pickles '
+          'first')
+    o.add('--import', dest='imports', action='append', metavar='MODULE',
+          help="a module to import first, e.g. the application's job "
+          'functions (repeatable)')
+    o.add('--batch', type=_integer, default=200, metavar='N',
+          help='objects per transaction (default %(default)s)')
+    p.set_defaults(run='migrate')
+
     p = _sub(sub, 'pg-notify', 'install or remove the PostgreSQL notify '
              'trigger', 'RelStorage on PostgreSQL: workers hear commits at '
              'once through a trigger on RelStorage\'s object_state table '
@@ -500,6 +523,9 @@ def run(args):
     if args.run == 'pg-notify':
         from zcasync.cli import db
         return db.runPgNotify(args)
+    if args.run == 'migrate':
+        from zcasync.cli import migrate
+        return migrate.runMigrate(args)
     from zcasync.cli import jobs, put, schedules, status
     return {'put': put.runPut, 'status': status.runStatus,
             'jobs': jobs.runJobs, 'job': jobs.runJob,
@@ -521,8 +547,8 @@ def main(argv=None, environ=None):
         if not getattr(args, 'run', None):
             raise CommandError(
                 'choose a command: worker, server, dashboard, put, status, '
-                'jobs, job, cancel, retry, schedules, queue, prune or '
-                'pg-notify (see "zcasync --help")', EXIT_USAGE)
+                'jobs, job, cancel, retry, schedules, queue, prune, migrate '
+                'or pg-notify (see "zcasync --help")', EXIT_USAGE)
         prog = 'zcasync ' + args.command
         return run(args)
     except CommandError as e:

@@ -25,6 +25,7 @@ EXIT_REFUSED = 7        # the job's status does not allow the operation
 EXIT_UUID_CLASH = 8     # another live process uses this worker's UUID
 EXIT_TIMEOUT = 9        # put --wait: the job did not complete in time
 EXIT_ADDRESS = 10       # server: the address cannot be listened on
+EXIT_FORMAT = 11        # the database's format is not one this zcasync runs
 EXIT_INTERNAL = 70      # a bug or an unexpected environment problem
 
 EXIT_CODES = (
@@ -40,6 +41,9 @@ EXIT_CODES = (
                       "UUID"),
     (EXIT_TIMEOUT, 'put --wait: the job did not complete in time'),
     (EXIT_ADDRESS, 'server: cannot listen on the address'),
+    (EXIT_FORMAT, "the database's format is not one this zcasync runs on "
+                  "(newer, or zc.async data not migrated); migrate: no "
+                  "zc.async data to migrate"),
     (EXIT_INTERNAL, 'unexpected internal error'),
 )
 

@@ -57,6 +57,12 @@ def runDashboard(args):
     zcasync.configure.base()
     db = cli_db.openDatabase(args.db, args.connect_timeout, create=False)
     try:
+        import transaction
+        conn = db.open(transaction_manager=transaction.TransactionManager())
+        try:
+            cli_db.checkFormat(conn)
+        finally:
+            conn.close()
         from twisted.internet import reactor  # installs the default one
         from twisted.python import log as twisted_log
         dashboard = Dashboard(db, reactor, token=token)

@@ -27,7 +27,7 @@ import urllib.parse
 import zodburi
 
 from zcasync.cli.common import (
-    CommandError, firstLine, EXIT_URI, EXIT_UNAVAILABLE)
+    CommandError, firstLine, EXIT_URI, EXIT_UNAVAILABLE, EXIT_FORMAT)
 
 EXAMPLES = ('file:///var/zcasync/Data.fs, zeo://127.0.0.1:8100, memory://, '
             'postgres://postgres@127.0.0.1:5432/zcasync?keep_history=false')
@@ -423,3 +423,18 @@ def runPgNotify(args):
     else:
         print('notify trigger %s' % text)
     return EXIT_OK
+
+
+def checkFormat(conn):
+    """CommandError (EXIT_FORMAT, one line) when this zcasync cannot run
+    on the database of `conn` (``zcasync.stable.checkFormat``); the
+    connection's transaction is left as it was begun."""
+    from zcasync import interfaces
+    from zcasync import stable
+    conn.transaction_manager.begin()
+    try:
+        stable.checkFormat(conn.root())
+    except interfaces.DatabaseFormatError as e:
+        raise CommandError(str(e), EXIT_FORMAT) from None
+    finally:
+        conn.transaction_manager.abort()

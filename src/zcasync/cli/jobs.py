@@ -68,6 +68,8 @@ class Session:
         if queue is not None:
             return queue
         if create:
+            from zcasync import stable
+            stable.markFormat(self.conn.root())
             if queues is None:
                 queues = self.conn.root()[KEY] = Queues()
             queues[name] = Queue()

@@ -178,6 +178,7 @@ def clashMessage(uuid, queue_name):
 
 def setupDatabase(conn, uuid, names, agent_name, size, ping, death):
     """Create what is missing, in one transaction retried on conflicts."""
+    from zcasync import stable
     from zcasync.agent import Agent
     from zcasync.interfaces import KEY
     from zcasync.queue import Queue, Queues
@@ -187,6 +188,7 @@ def setupDatabase(conn, uuid, names, agent_name, size, ping, death):
     for attempt in tm.attempts(20):
         with attempt:
             root = conn.root()
+            stable.markFormat(root)
             queues = root.get(KEY)
             if queues is None:
                 queues = root[KEY] = Queues()
@@ -261,10 +263,16 @@ class Worker:
         import zcasync.configure
         zcasync.configure.base()
         self.db = cli_db.openDatabase(args.db, args.connect_timeout)
-        # the file (and its directory) only now that the worker can start
-        uuid = self.uuid = readWorkerUUID(uuid_path, source)
         self.conn = self.db.open(
             transaction_manager=transaction.TransactionManager())
+        try:
+            cli_db.checkFormat(self.conn)
+        except CommandError:
+            self.conn.close()
+            self.db.close()
+            raise
+        # the file (and its directory) only now that the worker can start
+        uuid = self.uuid = readWorkerUUID(uuid_path, source)
         waitForPredecessor(self.conn, uuid, self.names)
         setupDatabase(self.conn, uuid, self.names, args.agent, args.size,
                       args.ping_interval, args.ping_death_interval)
