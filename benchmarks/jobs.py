@@ -75,3 +75,17 @@ def awaitingAtMost(reset=False):
         if reset:
             _awaiting['most'] = 0
         return most
+
+
+#: name -> [time.monotonic() when the job saw zcasync.local.cancelled()]
+NOTICED = {}
+
+
+def untilCancelled(name, timeout=600.0):
+    """Work in 1 ms slices until asked to stop; record when it noticed."""
+    import zcasync.local
+    deadline = time.monotonic() + timeout
+    while not zcasync.local.cancelled() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    NOTICED[name] = time.monotonic()
+    return name

@@ -12,6 +12,9 @@ active) without a thread, its Step is awaited on the loop, and what
 follows runs in a commit thread (``resume``), with the run hook that
 leaves the agent's bookkeeping to the next poll.  When the run ends, its
 connection is closed and its slot freed (a job claimed ahead may start).
+The run stays registered with the dispatcher's ``RunWatch`` (stop
+requests, time limits) until it ends; when it is forced after its grace
+period, ``release`` frees its slot at once and cancels its task again.
 """
 import contextvars
 import logging
@@ -43,8 +46,8 @@ def closeConnection(conn, tm):
 
 class CoroutineRuns:
     """The coroutine runs of a ``Runner`` (which provides ``dispatcher``,
-    ``coroutines`` -- its EventLoop --, ``perform``, ``lost`` and
-    ``_ended``)."""
+    ``coroutines`` -- its EventLoop --, ``watch`` -- its RunWatch --,
+    ``perform``, ``lost`` and ``_ended``)."""
 
     def performElsewhere(self, run, pool):
         """Start a claimed coroutine run (held by `pool` as detached) in a
@@ -84,9 +87,15 @@ class CoroutineRuns:
         """The run awaits `step`: hand it, its connection and what follows
         (`advance(outcome)`, in a commit thread) to the event loop."""
         pool.detach(run)
+        current = [step]  # the Step awaited now
+
+        def release():  # forced (zcasync.runwatch): free the slot now
+            pool.undetach(run)
+            current[0].cancelAgain()
 
         def resume(outcome):
             if outcome is coroutines.ABANDONED:  # the dispatcher stopped
+                self.watch.end(control)
                 pool.undetach(run)
                 closeConnection(conn, tm)
                 return None
@@ -97,15 +106,22 @@ class CoroutineRuns:
             finally:
                 threadlocal.setRunHooks()
                 if following is None:
+                    self.watch.end(control)
                     self._ended(pool, run.job_id, time.monotonic() - started)
                     pool.undetach(run)
                     closeConnection(conn, tm)
-            return None if following is None else following[0]
-        context = contextvars.copy_context()  # this run's zcasync.local
+            if following is None:
+                return None
+            current[0] = following[0]
+            return following[0]
+        # this run's zcasync.local, its run control included
+        context = contextvars.copy_context()
+        control = self.watch.detach(release)
         try:
             self.coroutines.run(step, resume, context)
         except Exception:  # the loop is closed: the dispatcher stops
             step.close()
+            self.watch.end(control)
             pool.undetach(run)
             closeConnection(conn, tm)
             utils.safeLog(utils.log, logging.WARNING,

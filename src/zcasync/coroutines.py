@@ -37,14 +37,16 @@ dispatcher) measured 1.55-1.79 s from release to the last completion, all
 until the first start (the claim), 0.27 s until all had started, and the
 rest is the 200 commits (one per job, serialised by the storage).
 
-Stopping a run (cancellation, time limits: the ``control`` work of
-issue 15) maps onto task cancellation through a *run control*: an object
-with ``onStop(callback)`` -- ``callback(error)`` called once, from any
-thread, when the run is asked to stop, at once if it already was -- and
-``requestStop(error)``.  The coroutine gets ``asyncio.CancelledError`` at
-its next await and, unless it swallows it, the job fails with `error`
-(not with CancelledError from asyncio).  See ``_runControlFor``: the seam
-where the control branch's ``threadlocal.getRunControl()`` plugs in.
+Stopping a run (cancellation, time limits: ``zcasync.control``) maps
+onto task cancellation through the run's ``control.RunControl``
+(``_runControlFor``): when the run is asked to stop, the coroutine gets
+``asyncio.CancelledError`` at its next await and, unless it swallows it,
+the job fails with the stop's error (``interfaces.CancelledError`` or
+``TimeLimitError``, not with CancelledError from asyncio).  A coroutine
+that swallows it is completed without it after the grace period
+(``zcasync.runwatch``), its task cancelled again (``Step.cancelAgain``).
+``zcasync.local.snooze()`` raises ``control.Snooze``, a BaseException: the
+Step catches it, and the life cycle snoozes the job as any other.
 """
 from __future__ import annotations
 
@@ -59,8 +61,10 @@ from typing import Any, Callable
 
 import twisted.internet.defer
 
+from zcasync import control
 from zcasync import threadlocal
 from zcasync import utils
+from zcasync.control import RunControl
 
 #: Threads that start coroutine runs and commit what they did (per
 #: dispatcher).
@@ -134,70 +138,20 @@ def checkCallable(job: Any) -> None:
         raise RuntimeError(_IN_LOOP % (job,))
 
 
-# --- stopping a run: the seam with the run control -----------------------
+# --- stopping a run: its run control -------------------------------------
 
-class RunControl:
-    """STAND-IN for the run control of the ``control`` branch (issue 15),
-    with exactly its API; the integrator replaces it with theirs (see
-    ``_runControlFor``).
-
-    ``onStop(callback)``: `callback(error)` is called once, from any
-    thread, when the run is asked to stop -- at once if it already was.
-    ``requestStop(error)``: ask the run to stop (the first error wins).
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._callbacks: list[Callable[[BaseException], Any]] = []
-        self.error: BaseException | None = None
-
-    def onStop(self, callback: Callable[[BaseException], Any]) -> None:
-        with self._lock:
-            error = self.error
-            if error is None:
-                self._callbacks.append(callback)
-                return
-        callback(error)
-
-    def requestStop(self, error: BaseException) -> None:
-        with self._lock:
-            if self.error is not None:
-                return
-            self.error = error
-            callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            callback(error)
-
-
-#: STAND-IN registry: run token -> the stand-in RunControl of a coroutine
-#: run, while the control branch's ``threadlocal.getRunControl`` is absent.
-standInControls: dict[str, RunControl] = {}
-_stand_in_lock = threading.Lock()
-
-
-def _runControlFor(job: Any) -> Any:
-    """THE SEAM with the control branch: the run control of the run of
-    `job` going on in this thread (None outside a run).  With
-    ``threadlocal.getRunControl`` (the control branch) that is its answer;
-    until then, a stand-in RunControl kept in ``standInControls`` under
-    the run's token."""
-    getRunControl = getattr(threadlocal, 'getRunControl', None)
-    if getRunControl is not None:
-        return getRunControl()
-    token = getattr(job, '_run_token', None)
-    if token is None:
+def _runControlFor(job: Any) -> RunControl | None:
+    """The run control (``zcasync.control.RunControl``) of the run of
+    `job` going on here, or None (no dispatcher watches it: called
+    directly, immediate mode).  It is in ``zcasync.threadlocal``'s context
+    variables: set by the worker thread (``zcasync.runwatch``) around the
+    run, and copied with the context into the run's task and into the
+    commit threads that go on with it, so that a retry in the same run
+    finds it too."""
+    control_ = threadlocal.getRunControl()
+    if control_ is None or not control_.controls(job):
         return None
-    with _stand_in_lock:
-        control = standInControls.get(token)
-        if control is None:
-            control = standInControls[token] = RunControl()
-        return control
-
-
-def _forgetStandIn(job):
-    token = getattr(job, '_run_token', None)
-    with _stand_in_lock:
-        standInControls.pop(token, None)
+    return control_
 
 
 class Step:
@@ -209,13 +163,22 @@ class Step:
         self.job = job
         self.awaitable = awaitable
         self.control = _runControlFor(job)
+        self._again: Callable[[], Any] | None = None
 
     def close(self) -> None:
         """It will not be awaited."""
         close = getattr(self.awaitable, 'close', None)
         if close is not None:
             close()
-        _forgetStandIn(self.job)
+
+    def cancelAgain(self) -> None:
+        """(any thread) Cancel the task awaiting this step once more, if it
+        still does: its run was asked to stop and went on (the coroutine
+        swallowed the CancelledError), and its dispatcher completed its job
+        without it (``zcasync.runwatch``)."""
+        again = self._again
+        if again is not None:
+            again()
 
     async def outcome(self) -> Any:
         """Await it in the current task, with ``zcasync.local`` knowing the
@@ -231,13 +194,17 @@ class Step:
             if awaiting[0] and task is not None:
                 task.cancel()
 
-        def onStop(error):
-            stopped.append(error)
+        def wake():
             try:
                 loop.call_soon_threadsafe(cancel)
             except RuntimeError:
                 pass  # the loop is closed: this run is over
 
+        def onStop(error):
+            stopped.append(error)
+            wake()
+
+        self._again = wake
         if self.control is not None:
             self.control.onStop(onStop)
         threadlocal.pushJob(job)
@@ -246,6 +213,7 @@ class Step:
                 return await self.awaitable
             finally:
                 awaiting[0] = False
+                self._again = None
         except asyncio.CancelledError:
             if not stopped:
                 return job._raisedFailure()
@@ -256,11 +224,18 @@ class Step:
                 raise stopped[0]
             except BaseException:
                 return job._raisedFailure()
+        except control.Snooze as snoozed:
+            # zcasync.local.snooze(): the life cycle puts the job back (a
+            # BaseException, which must not end the task on a shared loop)
+            return snoozed
         except Exception:
+            return job._raisedFailure()
+        except BaseException:
+            # e.g. SystemExit: it would end the run's task without its
+            # outcome (or stop a shared loop): the job fails with it
             return job._raisedFailure()
         finally:
             threadlocal.popJob()
-            _forgetStandIn(job)
 
 
 def _runHere(step):

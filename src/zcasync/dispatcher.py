@@ -117,6 +117,9 @@ class Dispatcher(QueuePolls):
     #: 0 claims only for idle threads.
     prefetch_factor = 20
     prefetch_window = 0.5
+    #: Seconds a run past its job's time limit has to stop before it is
+    #: completed anyway (``zcasync.runwatch``).
+    time_limit_grace = 5.0
 
     def __init__(self, db: ZODB.DB, reactor: Any = None,
                  poll_interval: float = 5,
@@ -371,6 +374,7 @@ class Dispatcher(QueuePolls):
         """Invalidation listener (any thread): a commit touched what this
         dispatcher watches -> poll soon; at once when jobs were added.
         The poll's own commits are ignored."""
+        self.runner.watch.invalidated(oids)  # stop requests
         if committing_instance is not None and \
                 committing_instance is self._poll_instance:
             return
@@ -479,6 +483,10 @@ class Dispatcher(QueuePolls):
             self.poll_interval * 0.9
         if heartbeat:
             self._last_heartbeat = now
+            if self.runner.watch.running():
+                # stop requests missed (after this poll: it uses the
+                # connection)
+                self.reactor.callLater(0, self.runner.watch.sweep)
         self._heartbeat = heartbeat
         # what the worker threads run, taken before the poll's transaction
         # begins: a run that ends later committed after that snapshot

@@ -40,6 +40,19 @@ class TimeoutError(Exception):
     """The job could not start before its ``begin_by`` deadline."""
 
 
+class TimeLimitError(TimeoutError):
+    """A run went on longer than its job's time limit (``job.timeout``,
+    ``queue.put(job, timeout=...)``) and was stopped.  A TimeoutError, so
+    that code catching start deadlines catches time limits too; the job's
+    retry policy decides whether it runs again."""
+
+
+class CancelledError(Exception):
+    """The job was cancelled (``job.cancel()``, ``zcasync cancel``, the
+    dashboard): its result when it was pending, or when its run was asked
+    to stop.  Never retried."""
+
+
 class BadStatusError(Exception):
     """The job is not in a status that allows the requested operation."""
 
@@ -140,6 +153,9 @@ class IJob(zope.interface.Interface):
     begin_by = zope.interface.Attribute(
         'timedelta after begin_after by which the job must start, or None.')
     quota_names = zope.interface.Attribute('Tuple of quota names.')
+    timeout = zope.interface.Attribute(
+        'timedelta: the time limit of a run (stopped, then failed with '
+        'TimeLimitError), or None.')
     failure_log_level = zope.interface.Attribute(
         'Logging level for a failure, or None for the default.')
     retry_policy_factory = zope.interface.Attribute(
@@ -164,6 +180,11 @@ class IJob(zope.interface.Interface):
 
     def handleInterrupt():
         """Recover a job that was ACTIVE when its process died."""
+
+    def cancel(grace=None):
+        """Cancel the job: one that has not started completes with
+        CancelledError; a running one is asked to stop and completed with
+        CancelledError after `grace` seconds whatever it does."""
 
     def fail(e=None):
         """Fail a job that has not started (default TimeoutError)."""

@@ -28,6 +28,7 @@ import persistent.mapping
 import ZODB.utils
 import zope.interface
 
+from zcasync import control
 from zcasync import interfaces
 from zcasync import lazydata
 from zcasync import lifecycle
@@ -101,6 +102,8 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
     #: keep frame variables in this job's failures (None: the process
     #: setting, see zcasync.utils.setCaptureVariables)
     capture_variables = None
+    #: the time limit of a run (see ``zcasync.control``), or None
+    _timeout: datetime.timedelta | None = None
 
     def __init__(self, callable: Callable[..., Any], /, *args: Any,
                  **kwargs: Any) -> None:
@@ -254,6 +257,18 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
                 raise ValueError(
                     'begin_by must not be negative: %r' % (value,))
         self._begin_by = value
+
+    @property
+    def timeout(self) -> datetime.timedelta | None:
+        """The time limit of each run (a timedelta), or None: a longer
+        run is stopped and fails with TimeLimitError (``zcasync.control``).
+        """
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value: datetime.timedelta | None) -> None:
+        self._checkNew('timeout')
+        self._timeout = control.checkTimeout(value)
 
     @property
     def quota_names(self) -> Sequence[str]:
@@ -428,6 +443,10 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
             return None  # nothing to recover (already done, or waiting)
         if token is not None and self._run_token != token:
             return None  # recovered already, or another run owns it now
+        cancelled = control.cancelledRun(self)
+        if cancelled is not None:  # asked to stop: never run again
+            self._complete(utils.makeFailure(cancelled), self._run_token)
+            return None
         policy = self._policyOrDefault()
         action, when = _decision(policy.interrupted())
         if action != _GIVE_UP and self.isCallback:
@@ -445,6 +464,15 @@ class Job(lifecycle.JobLifeCycle, persistent.Persistent):
             '%r was interrupted (its process died) and its retry policy '
             'gave up' % self)), self._run_token)
         return None
+
+    def cancel(self, grace: float | datetime.timedelta | None = None) -> str:
+        """Cancel this job (see ``zcasync.control``): one that has not
+        started completes with CancelledError; a running one is asked to
+        stop, and completed with CancelledError after `grace` seconds
+        (default ``control.DEFAULT_GRACE``) whatever it does.  Commits.
+        Returns 'cancelled', 'stopping', or 'removed' (a parked job whose
+        module cannot be imported here: only taken out of its queue)."""
+        return control.cancelJob(self, grace)
 
     def fail(self, e: BaseException | None = None) -> None:
         if e is None:

@@ -44,6 +44,7 @@ import transaction.interfaces
 import twisted.internet.defer
 import ZEO.Exceptions
 
+from zcasync import control
 from zcasync import coroutines
 from zcasync import interfaces
 from zcasync import threadlocal
@@ -245,15 +246,22 @@ class JobLifeCycle:
             res = self._invoke(args, kwargs)
             if coroutines.isAwaitable(res):
                 res = yield coroutines.Step(self, res)
+            # a run asked to stop ends with the stop error (zcasync.control)
+            res = control.outcome(self, res)
+            if isinstance(res, control.Snooze):
+                control.snoozeRun(self, res, tm, token, policy, data_cache)
+                return self._result
             if utils.isFailure(res) and getattr(res, '_zcasync_raised', 0):
                 del res._zcasync_raised
                 self._abortRun(tm, token, policy, data_cache)
-                action, when = _decision(policy.jobError(res, data_cache))
+                action, when = _decision(
+                    control.decide(self, policy, res, data_cache))
                 if action == _RETRY:
                     continue
                 if action == _RESCHEDULE:
                     self._reschedule(when, tm, token, policy, data_cache)
                     return self._result
+            self._checkOwner(token)  # (the job's code may have committed)
             try:
                 if data_cache:
                     policy.updateData(data_cache)
@@ -343,6 +351,8 @@ class JobLifeCycle:
         threadlocal.pushJob(self)
         try:
             return self.callable(*call_args, **call_kwargs)
+        except control.Snooze as snoozed:
+            return snoozed
         except Exception:
             return self._raisedFailure()
         finally:

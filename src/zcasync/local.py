@@ -13,8 +13,9 @@ from zcasync.threadlocal import (  # noqa: F401
     getJob, getQueue, getDispatcher, getReactor, getAgentName,
     setLiveAnnotation, getLiveAnnotation, getLiveAnnotationAsync,
     checkPlainValue,
-    pushJob, popJob, setDispatcherContext)
+    pushJob, popJob, setDispatcherContext, cancelled, snooze,
+    getRunControl, setRunControl)
 
 __all__ = ['getJob', 'getQueue', 'getDispatcher', 'getReactor',
            'getAgentName', 'setLiveAnnotation', 'getLiveAnnotation',
-           'getLiveAnnotationAsync']
+           'getLiveAnnotationAsync', 'cancelled', 'snooze', 'getRunControl']

@@ -45,6 +45,7 @@ from BTrees.Interfaces import BTreesConflictError
 import ZODB.interfaces
 import zope.interface
 
+from zcasync import control as controlmodule
 from zcasync import instanceuuid
 from zcasync import interfaces
 from zcasync import job as jobmodule
@@ -335,6 +336,8 @@ class Queue(UniqueKeys, ParkedJobs, BlockedJobs, persistent.Persistent):
     _schedules = None
     #: queue key -> (job, reason, when): jobs set aside (see ``_park``)
     _parked: Any = None
+    #: jobs cancelled before they started (see zcasync.control)
+    _cancelled: Any = None
     #: a paused queue accepts puts and hands out no jobs
     paused = False
     #: how long agents keep completed jobs (None: until ``zcasync prune``)
@@ -364,15 +367,20 @@ class Queue(UniqueKeys, ParkedJobs, BlockedJobs, persistent.Persistent):
             failure_log_level: int | None = None,
             retry_policy_factory: RetryPolicyFactory = None,
             priority: int | None = None, unique_key: Any = None,
-            unique_for: datetime.timedelta | None = None) -> Job:
+            unique_for: datetime.timedelta | None = None,
+            timeout: datetime.timedelta | None = None) -> Job:
         """Queue `item` (a job, or a callable made a job) and return it.
 
         ``priority`` (int, default 0): due jobs are claimed highest first,
         then by time.  ``unique_key``: while a job put with that key is
         pending or running in this queue, return it instead and store
         nothing; ``unique_for`` (a timedelta) holds the key for that long
-        after the put instead, whatever the job's status.
+        after the put instead, whatever the job's status.  ``timeout`` (a
+        timedelta): the time limit of each run (``job.timeout``, see
+        ``zcasync.control``).
         """
+        if timeout is not None:
+            controlmodule.checkTimeout(timeout)
         if priority is not None:
             checkPriority(priority)
         checkUnique(unique_key, unique_for)
@@ -408,6 +416,8 @@ class Queue(UniqueKeys, ParkedJobs, BlockedJobs, persistent.Persistent):
             job.retry_policy_factory = retry_policy_factory
         if priority is not None:
             job.priority = priority
+        if timeout is not None:
+            job.timeout = timeout
         job.assignerUUID = instanceuuid.currentUUID()
         jar = self._p_jar
         if jar is not None and job._p_jar is None:

@@ -44,6 +44,7 @@ from zcasync import lifecycle
 from zcasync import threadlocal
 from zcasync import utils
 from zcasync.history import RESULT_LIMIT
+from zcasync.runwatch import RunWatch
 
 #: A job handed to a pool: (oid, database name), the run's token, the
 #: key of the poll that claimed it, and whether it is an ``async def`` job.
@@ -97,6 +98,9 @@ class AgentThreadPool:
         self.detached = {}  # token -> Run: coroutine runs, off the threads
         self._spawning = 0  # threads started, not yet looking for work
         self._fresh = set()  # idents of those threads, once running
+        #: threads left to a run that was completed without them (a job
+        #: that did not stop when asked, see zcasync.runwatch)
+        self._abandoned = set()
         #: how long runs take lately (seconds, a moving average), or None
         self.duration = None
 
@@ -274,6 +278,25 @@ class AgentThreadPool:
         with self._lock:
             return list(self._threads)
 
+    def abandon(self, ident, token):
+        """The run holding `token` in thread `ident` was completed without
+        it: forget that run and leave the thread to it (it exits when the
+        run returns), starting another one in its place.  False when the
+        run ended meanwhile."""
+        with self._lock:
+            run = self.running.get(ident)
+            if run is None or run.token != token:
+                return False
+            del self.running[ident]
+            self._abandoned.add(ident)
+            for thread in list(self._threads):
+                if thread.ident == ident:
+                    self._threads.discard(thread)
+            if not self.closed and \
+                    self.size > len(self._threads) - self._stops:
+                self._startThread()
+        return True
+
     # -- the threads ----------------------------------------------------
 
     def _take(self, run):
@@ -378,6 +401,12 @@ class AgentThreadPool:
         following = None
         try:
             while True:
+                if threading.get_ident() in self._abandoned:
+                    clean_exit = True  # replaced already
+                    if following is not None:  # started, never run
+                        self.started(following.job_id, following.token)
+                        self.runner.lost()
+                    return
                 run = self._nextWork(following)
                 following = None
                 if run is None:
@@ -414,6 +443,9 @@ class AgentThreadPool:
                     pass
             with self._lock:
                 self._ready()
+                if threading.get_ident() in self._abandoned:
+                    self._abandoned.discard(threading.get_ident())
+                    clean_exit = True  # replaced when it was abandoned
                 self._threads.discard(threading.current_thread())
                 # threads that will stay once the queued stops are taken
                 staying = len(self._threads) - self._stops
@@ -433,6 +465,8 @@ class Runner(coroutineruns.CoroutineRuns):
         #: the event loop of the coroutine runs (started when needed)
         self.coroutines = coroutines.EventLoop(
             'zcasync %s' % (getattr(dispatcher, 'UUID', ''),))
+        #: stop requests, time limits (zcasync.runwatch)
+        self.watch = RunWatch(self)
 
     def pool(self, queue_name, agent_name):
         key = (queue_name, agent_name)
@@ -452,6 +486,7 @@ class Runner(coroutineruns.CoroutineRuns):
         ids of the jobs it was given but has not started yet."""
         with self._lock:
             known = set(self._waiting)
+        known.update(self.watch.tokens())
         for pool in list(self.pools.values()):
             known.update(pool.known())
         return known
@@ -616,6 +651,7 @@ class Runner(coroutineruns.CoroutineRuns):
         finally:
             threadlocal.setRunHooks()
             if awaiting is None:
+                self.watch.end()
                 self._ended(pool, run.job_id, time.monotonic() - started)
         if awaiting is not None:
             self._detach(conn, tm, run, pool, started, *awaiting)
@@ -637,6 +673,7 @@ class Runner(coroutineruns.CoroutineRuns):
         }
         dispatcher.history.start(run.job_id, record, pool.queue_name,
                                   pool.agent_name)
+        self.watch.opening()  # hear stop requests from here on
         try:
             tm.begin()
             job = self._load(conn, run.job_id)
@@ -655,6 +692,7 @@ class Runner(coroutineruns.CoroutineRuns):
                           dispatcher.UUID, record['call'], record['result'])
             self.lost()
             return
+        self.watch.begin(job, run, pool, call)
         steps = []  # the run's life cycle (a generator), once started
 
         def proceed(outcome):

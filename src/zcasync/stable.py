@@ -147,6 +147,8 @@ STORED_CLASSES = (
     # stand-in for unpicklable ones, and captured variables
     'zcasync.interfaces:AbortedError',
     'zcasync.interfaces:TimeoutError',
+    'zcasync.interfaces:TimeLimitError',
+    'zcasync.interfaces:CancelledError',
     'zcasync.utils:UnpicklableError',
     'zcasync.utils:ReprString',
     # retry policy factories (classes, or RetryWithBackoff instances)
@@ -301,7 +303,10 @@ ROOT_KEYS = {
 ANNOTATION_KEYS = (
     'zcasync.schedule',              # the schedule that put the job
     'zcasync.tick',                  # ... for this tick
-    'zcasync.cancelled',             # when "cancel" failed it
+    'zcasync.cancelled',             # when "cancel" removed it (before
+                                     # cancelled jobs completed)
+    'zcasync.stop',                  # a request to stop its run (control)
+    'zcasync.snoozes',               # how many times it snoozed
     'zcasync.retry_of',              # (oid, db) of the job retried
     'zcasync.retried_as',            # (oid, db) of the retry
     'zcasync.RetryCommonFourTimes',  # retry counts, 'zcasync.' + the

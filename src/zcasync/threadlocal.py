@@ -17,21 +17,31 @@ dispatcher's reactor thread to take the value).
 
 Outside a running job they raise ``ValueError``.
 
+A run can be asked to stop (``job.cancel()``, or its time limit):
+``cancelled()`` tells the job, which should then return soon (after the
+grace period its dispatcher completes it anyway; a coroutine job has
+``asyncio.CancelledError`` raised at its next await).  ``snooze(seconds)``
+ends the run and puts the job back in its queue for later.  The per-run
+state behind them is a ``zcasync.control.RunControl`` (``getRunControl``).
+
 The state lives in context variables, not in ``threading.local``: each
 thread has its own context, and so has each asyncio task, so that the
 many coroutine jobs one event loop thread runs at once
-(``zcasync.coroutines``) each see their own job.
+(``zcasync.coroutines``) each see their own job and run control.
 """
 from __future__ import annotations
 
 import contextvars
 import pickle
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import persistent
 
 if TYPE_CHECKING:
+    import datetime
+
+    from zcasync.control import RunControl
     from zcasync.dispatcher import Dispatcher
     from zcasync.job import Job
     from zcasync.queue import Queue
@@ -46,6 +56,8 @@ _agent_name: contextvars.ContextVar[Any] = contextvars.ContextVar(
     'zcasync.agent_name', default=None)
 _before_final_commit: contextvars.ContextVar[Any] = contextvars.ContextVar(
     'zcasync.before_final_commit', default=None)
+_run_control: contextvars.ContextVar[RunControl | None] = (
+    contextvars.ContextVar('zcasync.run_control', default=None))
 
 
 def _stack():
@@ -91,6 +103,45 @@ def beforeFinalCommit(job):
     hook = _before_final_commit.get()
     if hook is not None:
         hook(job)
+
+
+# --- the control of the current run (zcasync.control) ----------------------
+# Set by a dispatcher's worker thread around each run it starts (None
+# outside one): it says whether the run was asked to stop, and runs
+# callbacks when it is.  Kept here, with the job stack, so that all of
+# this module's per-run state lives in one place.
+
+def setRunControl(control: RunControl | None = None) -> None:
+    """Set (or, without argument, clear) the control of the run of this
+    thread (or asyncio task)."""
+    _run_control.set(control)
+
+
+def getRunControl() -> RunControl | None:
+    """The control of the run in this thread, or None (no dispatcher runs
+    a job here: called directly, immediate mode, or no job at all)."""
+    return _run_control.get()
+
+
+def cancelled() -> bool:
+    """True once this run was asked to stop (``job.cancel()``, or its time
+    limit passed); the job should then return soon.  False outside a run
+    that a dispatcher controls, and in callbacks of the run's job."""
+    control = getRunControl()
+    if control is None or control.stopRequested is None:
+        return False
+    stack = _stack()
+    return not stack or control.controls(stack[-1])
+
+
+def snooze(seconds: float | datetime.timedelta) -> NoReturn:
+    """End this run now and put the job back in its queue, to start again
+    after `seconds` (a number >= 0 or a timedelta); neither a retry nor an
+    interruption is counted, and ``annotations['zcasync.snoozes']`` counts
+    the snoozes.  Raises (never returns): do not catch ``BaseException``
+    around it."""
+    from zcasync import control
+    raise control.snoozeRequest(getJob(), seconds)
 
 
 def getJob() -> Job:

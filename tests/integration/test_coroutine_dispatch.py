@@ -2,8 +2,9 @@
 FileStorage; issue 15): awaited on the dispatcher's event loop without
 holding worker threads, with results, failures, callbacks and
 zcasync.local; a size-200 agent runs 200 of them at once on a few
-threads; a requested stop (the stand-in run control) cancels the task and
-fails the job, freeing its slot; a run on the loop is known to the
+threads; a cancel (job.cancel(), heard through the run's
+zcasync.control.RunControl) cancels the task and fails the job, freeing
+its slot (more in test_coroutine_control.py); a run on the loop is known to the
 dispatcher's reconcile (never handed back while it runs)."""
 import asyncio
 import collections
@@ -17,6 +18,7 @@ import ZODB.POSException
 import zcasync
 from zcasync import coroutines
 from zcasync import testing
+from zcasync import interfaces
 from zcasync.interfaces import ACTIVE, COMPLETED
 from zcasync.job import Job
 from zcasync.utils import isFailure, jobId
@@ -275,12 +277,11 @@ def test_a_requested_stop_cancels_the_task_and_frees_the_slot(
                      'no heartbeat')
         behind = queue.put(Job(double, 21))  # waits for the only slot
         commit(conn)
-        coroutines.standInControls[token].requestStop(
-            TimeoutError('%r ran longer than its time limit' % job))
+        assert job.cancel(grace=WAIT) == 'stopping'
         result = testing.wait_for_result(job, WAIT)
         assert SEEN[name] == ['cancelled']
-        assert result.check(TimeoutError)
-        assert 'longer than its time limit' in result.getErrorMessage()
+        assert result.check(interfaces.CancelledError)
+        assert 'cancelled while it ran' in result.getErrorMessage()
         assert testing.wait_for_result(behind, WAIT) == 42
         assert not [m for m in capture.messages(logging.WARNING)
                     if 'handing it back' in m]

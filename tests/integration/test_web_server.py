@@ -181,11 +181,11 @@ def test_actions_need_the_token_and_refusals_write_nothing(server, db):
     code, answer, body = server.request('POST', path, b'', good)
     assert code == 200, body
     assert json.loads(body) == {'action': 'cancel', 'job': job_id,
-                                'queue': ''}
+                                'queue': '', 'outcome': 'cancelled'}
     tm.begin()
     assert len(conn.root()[KEY]['']) == 0
     code, answer, body = server.request('POST', path, b'', good)
-    assert code == 409 and 'it is new' in json.loads(body)['error']
+    assert code == 409 and 'it is completed' in json.loads(body)['error']
     assert server.request('POST', '/api/overview', b'', good)[0] == 404
     conn.close()
 

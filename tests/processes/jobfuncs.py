@@ -102,3 +102,19 @@ def report(steps, directory):
                 raise RuntimeError('step %d was never released' % step)
             time.sleep(0.05)
     return {steps}
+
+
+def cooperate(n, directory, timeout=60.0):
+    """Log ``start N PID``, then work in slices until asked to stop
+    (``zcasync.local.cancelled()``); log ``noticed N <unix time>`` and
+    return [n, pid]."""
+    _append(os.path.join(directory, 'starts.log'),
+            'start %d %d' % (n, os.getpid()))
+    deadline = time.monotonic() + timeout
+    while not zcasync.local.cancelled():
+        if time.monotonic() > deadline:
+            raise RuntimeError('job %d was never asked to stop' % n)
+        time.sleep(0.01)  # a slice of the job's work
+    _append(os.path.join(directory, 'noticed.log'),
+            'noticed %d %r' % (n, time.time()))
+    return [n, os.getpid()]

@@ -1,7 +1,8 @@
 """The job commands against a ZEO server with a live worker: ``put
 --wait`` prints the result (exit 0), the traceback of a failure (exit 1),
 or gives up after its timeout (exit 9); ``status`` and ``jobs`` show the
-live worker and its running job; ``cancel`` refuses a running job."""
+live worker and its running job; ``cancel`` cancels a scheduled job and
+refuses a completed one."""
 import json
 import subprocess
 
@@ -61,20 +62,25 @@ def test_put_wait_status_jobs_and_cancel_with_a_live_worker(processes, zeo,
         'items']
     assert [j['id'] for j in active] == [running]
     assert active[0]['call'].startswith('tests.processes.jobfuncs.hold(7')
-    done = cli('cancel', running, *db)
-    assert done.returncode == 7
-    assert 'it is active (it is running in a worker)' in done.stderr
     done = cli('cancel', later, *db)
     assert done.returncode == 0
+    assert 'completed with CancelledError' in done.stdout
     (tmp_path / 'release-7').touch()
     done = cli('put', '--wait', '30', 'tests.processes.jobfuncs:record',
                '8', log, *db)  # the worker is free again
     assert done.returncode == 0
     assert json.loads(cli('job', running, '--json', *db).stdout)[
         'result'] == [7, worker.pid]
+    done = cli('cancel', running, *db)
+    assert done.returncode == 7
+    assert 'it is completed' in done.stderr
+    assert 'nothing to cancel' in done.stderr
     failed = json.loads(cli('jobs', 'failed', '--json', *db).stdout)[
         'items']
-    assert len(failed) == 1 and 'hold(1' in failed[0]['call']
+    assert len(failed) == 2  # newest first: the cancelled one
+    assert failed[0]['id'] == later and 'hold(1' in failed[1]['call']
+    cancelled = json.loads(cli('jobs', 'cancelled', '--json', *db).stdout)
+    assert [j['id'] for j in cancelled['items']] == [later]
 
 
 def test_put_wait_json_is_one_document_and_a_terminal_sees_progress(

@@ -106,7 +106,7 @@ def test_api_metrics_and_actions_with_a_worker(processes, zeo, tmp_path):
         [scheduled] = map(ident, client.put(
             (jobfuncs.record, 2, log), begin_after=later))
         assert jobIds(api.get('/api/jobs?state=pending')) == [scheduled]
-        api.post('/api/jobs/%s/cancel' % running, token=TOKEN, status=409)
+        api.post('/api/jobs/%s/cancel' % good, token=TOKEN, status=409)
         api.post('/api/jobs/%s/cancel' % scheduled, token=TOKEN)
         assert api.get('/api/overview')['queues'][0]['pending'] == 0
 

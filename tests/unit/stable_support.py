@@ -12,6 +12,8 @@ import types
 
 import transaction
 
+import zcasync.local
+from zcasync import control
 from zcasync import interfaces
 from zcasync import stable
 from zcasync import testing
@@ -40,6 +42,13 @@ class Unpicklable(Exception):
 
 def add(a, b=0, c=0):
     return a + b + c
+
+
+def snoozeOnce():
+    job = zcasync.local.getJob()
+    if not job.annotations.get(control.SNOOZES):
+        zcasync.local.snooze(0)
+    return 'woke up'
 
 
 def double(value):
@@ -225,6 +234,39 @@ def _write(conn, tm, clock):
     actions.cancel(conn, '%d' % int.from_bytes(pending._p_oid, 'big'), {})
     queue.put(Job(add, 12)).annotations['progress'] = (1, 2)
     tm.commit()
+
+    # control of runs: a snooze, a run past its time limit, a running job
+    # asked to stop (zcasync.control)
+    queue.put(Job(snoozeOnce))
+    limited = queue.put(Job(add, 16), timeout=datetime.timedelta(seconds=1))
+    tm.commit()
+    testing.runQueuedJobs(conn)
+    _pastItsTimeLimit(conn, queue, tm)
+    stopping = queue.put(Job(add, 17))
+    tm.commit()
+    claimed = testing._immediateClaim(testing._immediateAgent(queue))
+    tm.commit()
+    claimed._markActive(tm)
+    claimed.cancel(grace=1)
+    assert limited.status == interfaces.COMPLETED
+    assert stopping.status == interfaces.ACTIVE
     clock.advance(3600)
     testing.runQueuedJobs(conn)
     tm.commit()
+
+
+def _pastItsTimeLimit(conn, queue, tm):
+    """Run a job as a dispatcher whose time limit passed would."""
+    job = queue.put(Job(add, 18), timeout=datetime.timedelta(seconds=1),
+                    retry_policy_factory=NeverRetry)
+    tm.commit()
+    claimed = testing._immediateClaim(testing._immediateAgent(queue))
+    tm.commit()
+    run = control.RunControl(job_id=utils.jobId(claimed))
+    run.requestStop(control.timeLimitError(claimed, claimed.timeout))
+    zcasync.local.setRunControl(run)
+    try:
+        claimed()
+    finally:
+        zcasync.local.setRunControl()
+    assert job.result.check(interfaces.TimeLimitError)

@@ -212,7 +212,8 @@ def test_status_jobs_and_job_show_what_happened(capsys, tmp_path):
     assert 'status:       completed' in out
 
 
-def test_cancel_removes_a_pending_job_and_refuses_others(capsys, tmp_path):
+def test_cancel_completes_a_pending_job_and_refuses_completed_ones(
+        capsys, tmp_path):
     path = database(tmp_path)
     db = fileUri(path)
     done, done_oid = put(capsys, path, 'operator:add', '1', '2')
@@ -221,25 +222,31 @@ def test_cancel_removes_a_pending_job_and_refuses_others(capsys, tmp_path):
                                '1', '2')
     code, out, err = run(capsys, 'cancel', waiting, '--db', db)
     assert code == EXIT_OK, err
-    assert 'removed from queue (primary)' in out
+    assert 'completed with CancelledError' in out
     status, result, annotations = jobState(path, waiting_oid)
-    assert status == 'new-status'
-    assert 'zcasync.cancelled' in annotations
+    assert status == 'completed-status'
+    assert 'CancelledError' in result.getErrorMessage() or \
+        result.check('zcasync.interfaces.CancelledError')
     assert jsonOf(capsys, 'jobs', 'pending', '--db', db, '--json')[
         'items'] == []
+    # listed as cancelled (and as failed), not the completed one
+    cancelled = jsonOf(capsys, 'jobs', 'cancelled', '--db', db, '--json')
+    assert [i['id'] for i in cancelled['items']] == [waiting]
+    assert waiting in [i['id'] for i in jsonOf(
+        capsys, 'jobs', 'failed', '--db', db, '--json')['items']]
+    assert runQueuedJobs(path) == 0
 
-    for ident, word in ((waiting, 'it is new'),
-                        (done, 'it is completed')):
+    for ident in (waiting, done):
         before = lastTransaction(path)
         code, out, err = run(capsys, 'cancel', ident, '--db', db)
         assert code == EXIT_REFUSED
         line = oneLine(err, 'zcasync cancel')
-        assert word in line
-        assert 'only a pending job' in line
+        assert 'it is completed' in line
+        assert 'nothing to cancel' in line
         assert lastTransaction(path) == before
 
 
-def test_cancel_refuses_a_claimed_job(capsys, tmp_path):
+def test_cancel_a_claimed_job_and_json(capsys, tmp_path):
     from zcasync.interfaces import KEY
     path = database(tmp_path)
     ident, oid = put(capsys, path, 'operator:add', '1', '2')
@@ -248,10 +255,39 @@ def test_cancel_refuses_a_claimed_job(capsys, tmp_path):
         agent = conn.root()[KEY][''].dispatchers[WORKER_UUID]['main']
         assert testing._immediateClaim(agent) is not None
         conn.transaction_manager.commit()
+    answer = jsonOf(capsys, 'cancel', ident, '--db', fileUri(path), '--json')
+    assert answer == {'action': 'cancel', 'job': ident, 'queue': '',
+                      'outcome': 'cancelled'}
+    assert jobState(path, oid)[0] == 'completed-status'
+
+
+def test_cancel_refuses_a_bad_grace(capsys, tmp_path):
+    path = database(tmp_path)
+    ident, oid = put(capsys, path, 'operator:add', '1', '2')
     before = lastTransaction(path)
-    code, out, err = run(capsys, 'cancel', ident, '--db', fileUri(path))
-    assert code == EXIT_REFUSED
-    assert 'it is assigned' in oneLine(err, 'zcasync cancel')
+    for grace in ('-1', 'soon', 'nan'):
+        code, out, err = run(capsys, 'cancel', ident, '--db', fileUri(path),
+                             '--grace', grace)
+        assert code == EXIT_USAGE, err
+        assert '--grace' in err or 'seconds' in err
+    assert lastTransaction(path) == before
+    assert jobState(path, oid)[0] == 'pending-status'
+
+
+def test_put_timeout(capsys, tmp_path):
+    path = database(tmp_path)
+    ident, oid = put(capsys, path, '--timeout', '90', 'operator:add', '1',
+                     '2')
+    with openDb(path) as (db, conn):
+        import ZODB.utils
+        job = conn.get(ZODB.utils.p64(oid))
+        assert job.timeout == datetime.timedelta(seconds=90)
+    before = lastTransaction(path)
+    for value in ('0', '-3', 'later'):
+        code, out, err = run(capsys, 'put', '--db', fileUri(path),
+                             '--timeout', value, 'operator:add', '1', '2')
+        assert code == EXIT_USAGE, err
+        assert 'timeout' in err or 'seconds' in err
     assert lastTransaction(path) == before
 
 

@@ -2,8 +2,8 @@
 called directly (``job()``, run to completion with asyncio.run), in
 immediate mode, from inside a running event loop (refused), the retry
 policy and callbacks on the same path as other jobs, zcasync.local inside,
-and a requested stop (the stand-in run control) turned into the task's
-cancellation.  FileStorage in a temp dir."""
+a requested stop (the run's zcasync.control.RunControl) turned into the
+task's cancellation, zcasync.local.cancelled() inside, and snooze.  FileStorage in a temp dir."""
 import asyncio
 import functools
 import threading
@@ -13,8 +13,11 @@ import pytest
 import ZODB.POSException
 
 import zcasync
+from zcasync import control
 from zcasync import coroutines
+from zcasync import interfaces
 from zcasync import testing
+from zcasync import utils
 from zcasync.interfaces import COMPLETED, NEW
 from zcasync.job import Job
 
@@ -103,7 +106,7 @@ def clean():
     SEEN.clear()
     EVENTS.clear()
     yield
-    coroutines.standInControls.clear()
+    zcasync.local.setRunControl()
 
 
 def stored(conn, job):
@@ -241,63 +244,83 @@ def test_immediate_mode(conn, queue):
 
 # --- stopping a run: the run control mapped onto cancellation -------------
 
-def test_run_control_stand_in():
-    control = coroutines.RunControl()
-    calls = []
-    control.onStop(calls.append)
-    first, second = TimeoutError('first'), TimeoutError('second')
-    control.requestStop(first)
-    control.requestStop(second)  # the first error wins, callbacks once
-    assert calls == [first]
-    control.onStop(calls.append)  # already requested: at once
-    assert calls == [first, first]
+def test_the_run_control_is_the_one_in_zcasync_local(conn):
+    job = stored(conn, Job(waitForStop, 'mine'))
+    other = Job(waitForStop, 'other')
+    conn.add(other)
+    conn.transaction_manager.commit()
+    assert coroutines._runControlFor(job) is None  # no dispatcher watches
+    run = control.RunControl(utils.jobId(job), job.run_token)
+    zcasync.local.setRunControl(run)
+    assert coroutines._runControlFor(job) is run
+    # another job in this run (a callback) is not stopped with it
+    assert coroutines._runControlFor(other) is None
+    zcasync.local.setRunControl()
+    assert coroutines._runControlFor(job) is None
+
+
+async def cancelledAfterStop(name):
+    """Record zcasync.local.cancelled() before and after the stop."""
+    SEEN[name + ' before'] = zcasync.local.cancelled()
+    EVENTS[name].set()
+    try:
+        await asyncio.sleep(WAIT)
+    except asyncio.CancelledError:
+        SEEN[name] = 'cancelled'
+        SEEN[name + ' after'] = zcasync.local.cancelled()
+        raise
+    return 'never stopped'
 
 
 def test_a_requested_stop_cancels_the_coroutine_and_fails_the_job(db):
     EVENTS['stop'] = threading.Event()
     outcome = {}
+    controls = []
 
     def callDirectly():
         tm = __import__('transaction').TransactionManager()
         conn = db.open(transaction_manager=tm)
         try:
-            job = stored(conn, Job(waitForStop, 'stop'))
-            outcome['token'] = job.run_token
+            job = stored(conn, Job(cancelledAfterStop, 'stop'))
+            # as a dispatcher's worker thread does around a run
+            run = control.RunControl(utils.jobId(job))
+            zcasync.local.setRunControl(run)
+            controls.append(run)
             outcome['result'] = job()
             outcome['status'] = job.status
         finally:
+            zcasync.local.setRunControl()
             tm.abort()
             conn.close()
     thread = threading.Thread(target=callDirectly)
     thread.start()
     try:
         assert EVENTS['stop'].wait(WAIT), 'the coroutine never started'
-        [control] = coroutines.standInControls.values()
-        error = TimeoutError('the run took longer than its time limit')
-        control.requestStop(error)
+        [run] = controls
+        assert run.requestStop(interfaces.CancelledError('stop it'))
     finally:
         thread.join(WAIT)
     assert not thread.is_alive()
     assert SEEN['stop'] == 'cancelled'  # CancelledError at its await
+    # zcasync.local.cancelled() tells the coroutine, once asked
+    assert SEEN['stop before'] is False and SEEN['stop after'] is True
     result = outcome['result']
     assert outcome['status'] == COMPLETED
     # the job fails with the requested error, not asyncio's CancelledError
-    assert result.check(TimeoutError)
+    assert result.check(interfaces.CancelledError)
     assert not result.check(asyncio.CancelledError)
-    assert 'longer than its time limit' in result.getErrorMessage()
-    assert coroutines.standInControls == {}  # forgotten when the run ended
+    assert 'stop it' in result.getErrorMessage()
 
 
 def test_a_stop_requested_before_the_await_cancels_at_once(conn):
     job = stored(conn, Job(waitForStop, 'early'))
     EVENTS['early'] = threading.Event()
-    original = coroutines._runControlFor
-    control = coroutines.RunControl()
-    control.requestStop(TimeoutError('stopped early'))
-    coroutines._runControlFor = lambda job: control
+    run = control.RunControl(utils.jobId(job))
+    run.requestStop(interfaces.TimeLimitError('stopped early'))
+    zcasync.local.setRunControl(run)
     try:
         result = job()
     finally:
-        coroutines._runControlFor = original
+        zcasync.local.setRunControl()
     assert SEEN['early'] == 'cancelled'
-    assert result.check(TimeoutError)
+    assert result.check(interfaces.TimeLimitError)

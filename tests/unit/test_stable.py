@@ -186,8 +186,8 @@ def test_stored_vocabularies(everything):
     zcasync_keys = {k for k in seen['annotation keys']
                     if not k.startswith('app.')}
     assert zcasync_keys <= set(stable.ANNOTATION_KEYS)
-    assert {'zcasync.schedule', 'zcasync.tick', 'zcasync.cancelled',
-            'zcasync.retry_of', 'zcasync.retried_as',
+    assert {'zcasync.schedule', 'zcasync.tick', 'zcasync.stop',
+            'zcasync.snoozes', 'zcasync.retry_of', 'zcasync.retried_as',
             'zcasync.RetryWithBackoff', 'zcasync.NeverRetry',
             'zcasync.RetryCommonFourTimes'} <= zcasync_keys
     assert seen['retry counts'] <= set(stable.RETRY_COUNT_KEYS)

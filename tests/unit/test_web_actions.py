@@ -7,6 +7,7 @@ import uuid as uuidmodule
 import pytest
 
 from tests.fsutil import lastTransaction
+from zcasync import interfaces
 from zcasync.web import actions, api
 from zcasync.web.api import ApiError
 
@@ -67,19 +68,35 @@ def test_retry_queues_a_failed_job_again(conn, queue, ticking, tmp_path):
             'was already retried as job %s' % api.jobId(new))
 
 
-def test_cancel_removes_a_pending_job_only(conn, queue, ticking, tmp_path):
+def test_cancel_completes_a_pending_job_and_asks_a_running_one_to_stop(
+        conn, queue, ticking, tmp_path):
+    from zcasync import control
     [first, second] = putJobs(conn, (operator.add, 1, 2),
                               (operator.add, 3, 4))
     result = actions.perform(conn, 'cancel', api.jobId(second), {})
     assert result == {'action': 'cancel', 'job': api.jobId(second),
-                      'queue': ''}
+                      'queue': '', 'outcome': 'cancelled'}
     conn.transaction_manager.begin()
     assert list(queue) == [first]
-    assert second.parent is None and 'zcasync.cancelled' in \
-        second.annotations
+    assert second.status == interfaces.COMPLETED
+    assert second.result.check(interfaces.CancelledError)
+    refused(conn, tmp_path, 'cancel', api.jobId(second), {}, 409,
+            'it is completed; only a job that has not completed')
+    from zcasync.web.listing import JobQuery
+    for state in ('cancelled', 'failed', 'completed'):
+        listed = JobQuery(state=state).run(conn.root())['items']
+        assert [i['id'] for i in listed] == [api.jobId(second)], state
+    assert JobQuery(state='succeeded').run(conn.root())['items'] == []
     startJob(conn)
-    refused(conn, tmp_path, 'cancel', api.jobId(first), {}, 409,
-            'it is active; only a pending job')
+    refused(conn, tmp_path, 'cancel', api.jobId(first), {'grace': -1}, 400,
+            'grace must be a finite number of seconds >= 0')
+    result = actions.perform(conn, 'cancel', api.jobId(first),
+                             {'grace': 2})
+    assert result == {'action': 'cancel', 'job': api.jobId(first),
+                      'queue': '', 'outcome': 'stopping', 'grace': 2}
+    conn.transaction_manager.begin()
+    assert first.status == interfaces.ACTIVE
+    assert control.stopRequest(first, first.run_token)['grace'] == 2
 
 
 def test_resize_sets_an_agents_size(conn, queue, tmp_path):

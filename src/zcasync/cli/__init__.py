@@ -287,6 +287,9 @@ def buildParser(environ):
     o.add('--retry-policy', metavar='NAME',
           help='NeverRetry, RetryCommonForever, RetryCommonFourTimes (the '
           'default), a registered name, or module:factory')
+    o.add('--timeout', type=_seconds, metavar='SECONDS',
+          help='time limit of each run: a longer run is stopped and fails '
+          'with TimeLimitError (its retry policy decides what follows)')
     o.add('--priority', type=_integer, metavar='N',
           help='due jobs are claimed highest priority first (default 0)')
     o.add('--unique', metavar='KEY',
@@ -397,9 +400,9 @@ def buildParser(environ):
     _common(o)
     p.add_argument('kind', nargs='?', choices=(
         'pending', 'parked', 'assigned', 'active', 'callbacks', 'completed',
-        'succeeded', 'failed'), metavar='STATUS',
+        'succeeded', 'failed', 'cancelled'), metavar='STATUS',
         help='pending, parked, assigned, active, callbacks, completed, '
-        'succeeded or failed (default: all)')
+        'succeeded, failed or cancelled (default: all)')
     o.add('--queue', metavar='NAME', help='only this queue')
     o.add('--agent', metavar='NAME', help='only jobs of agents so named')
     o.add('--limit', type=_integer, default=100, metavar='N',
@@ -414,9 +417,13 @@ def buildParser(environ):
             ('job', 'show one job',
              'Show a job: repr, status, times, result or traceback, '
              'annotations.'),
-            ('cancel', 'remove a pending job from its queue',
-             'Remove a job that no worker has claimed yet from its queue; '
-             'a claimed, running or completed job is refused.'),
+            ('cancel', 'cancel a job, or ask a running one to stop',
+             'A job that has not started (pending, scheduled, parked, '
+             'claimed ahead) completes at once with CancelledError; a '
+             'running job is asked to stop (zcasync.local.cancelled() '
+             'becomes true in it) and completed with CancelledError after '
+             '--grace seconds whatever it does.  A completed job is '
+             'refused.'),
             ('retry', 'queue a failed job again as a new job',
              'Queue a new job with the callable, arguments and policy of a '
              'failed job (not its callbacks); prints the new id.  A parked '
@@ -427,6 +434,10 @@ def buildParser(environ):
         _common(o)
         p.add_argument('id', metavar='ID', help='OID or OID@DATABASE')
         o.add('--json', action='store_true', help='print JSON')
+        if name == 'cancel':
+            o.add('--grace', type=_seconds, metavar='SECONDS',
+                  help='how long a running job has to stop before it is '
+                  'completed anyway (default 5)')
         p.set_defaults(run=name)
 
     p = _sub(sub, 'migrate', 'convert a zc.async database for zcasync',

@@ -27,7 +27,7 @@ from zcasync.cli.common import (
 from zcasync.web import api
 
 HELD = ('assigned', 'active', 'callbacks')
-DONE = ('completed', 'succeeded', 'failed')
+DONE = ('completed', 'succeeded', 'failed', 'cancelled')
 KINDS = ('pending', 'parked') + HELD + DONE
 
 #: ApiError statuses as exit codes
@@ -158,8 +158,8 @@ def _agentsOf(queue, agent_name):
 def iterJobs(queues, kind, queue_name=None, agent_name=None):
     """Jobs of one kind (all kinds for None): pending ones in claim
     order, parked ones, those agents hold, then completed ones newest
-    first."""
-    from zcasync import utils
+    first (with those cancelled before they started)."""
+    from zcasync import interfaces, utils
     selected = [q for n, q in sorted(queues.items())
                 if queue_name is None or n == queue_name]
     kinds = (kind,) if kind else KINDS
@@ -178,14 +178,22 @@ def iterJobs(queues, kind, queue_name=None, agent_name=None):
                     if statusName(job) in held:
                         yield job
     if any(k in DONE for k in kinds):
+        from zcasync import control
+        collections = [agent.completed for queue in selected
+                       for agent in _agentsOf(queue, agent_name)]
+        if agent_name is None:  # jobs cancelled before they started
+            collections.extend(filter(None, map(control.cancelledJobs,
+                                                selected)))
         done = heapq.merge(
-            *[iter(agent.completed) for queue in selected
-              for agent in _agentsOf(queue, agent_name)],
+            *map(iter, collections),
             key=lambda j: j.active_end or utils.EPOCH, reverse=True)
         for job in done:
             failed = utils.isFailure(job.result)
             if kind == 'succeeded' and failed or kind == 'failed' and \
                     not failed:
+                continue
+            if kind == 'cancelled' and not (failed and job.result.check(
+                    interfaces.CancelledError)):
                 continue
             yield job
 
@@ -310,46 +318,32 @@ def runJob(args):
 # --- cancel and retry ------------------------------------------------------
 
 def runCancel(args):
-    from zcasync import interfaces, utils
+    """The dashboard's cancel action (``zcasync.web.actions.cancel``)."""
+    from zcasync import control
+    from zcasync.web import actions
+    grace = args.grace
+    if grace is not None and (grace < 0 or grace != grace or
+                              grace == float('inf')):
+        raise CommandError('--grace must be a number of seconds >= 0, not '
+                           '%r' % (grace,), EXIT_USAGE)
     with Session(args) as session:
-        for attempt in session.tm.attempts(10):
-            with attempt:
-                job = session.job(args.id)
-                parent = job.parent
-                status = statusName(job)
-                if not interfaces.IQueue.providedBy(parent) or \
-                        status not in ('pending', 'parked'):
-                    session.tm.abort()
-                    raise CommandError(_cannotCancel(args.id, status),
-                                       EXIT_REFUSED)
-                # a parked job, or one whose module cannot be imported
-                # here, is removed without being written (nor annotated,
-                # unless it has annotations already)
-                storable = job.loadProblem() is None
-                parent.remove(job)
-                if storable or job.peekAnnotations():
-                    job.annotations['zcasync.cancelled'] = api.iso(
-                        utils.now())
-                answer = {'action': 'cancel', 'job': api.jobId(job),
-                          'queue': parent.name}
+        job = session.job(args.id)
+        answer = apiCall(actions.cancel, session.conn, api.jobId(job),
+                         {'grace': grace})
     if args.json:
         printJson(answer)
+    elif answer['outcome'] == control.CANCELLED:
+        print('cancelled job %s: it had not started; it completed with '
+              'CancelledError and will not run' % answer['job'])
+    elif answer['outcome'] == control.STOPPING:
+        print('job %s is running: asked it to stop; its worker completes it '
+              'with CancelledError within %g s' % (answer['job'],
+                                                    answer['grace']))
     else:
-        print('cancelled job %s: removed from queue %s; it will not run'
-              % (answer['job'], queueLabel(answer['queue'])))
+        print('cancelled job %s: removed from queue %s (parked, its module '
+              'cannot be imported here, so it is not marked); it will not '
+              'run' % (answer['job'], queueLabel(answer['queue'])))
     return EXIT_OK
-
-
-def _cannotCancel(job_id, status):
-    reason = {
-        'assigned': 'a worker has claimed it and is about to run it',
-        'active': 'it is running in a worker',
-        'callbacks': 'it ran and its callbacks are running',
-        'completed': 'it has already completed',
-    }.get(status, 'it waits for another job, not in a queue')
-    return ('cannot cancel job %s: it is %s (%s); only a pending job that '
-            'no worker claimed yet can be cancelled' % (job_id, status,
-                                                       reason))
 
 
 def runRetry(args):

@@ -173,6 +173,13 @@ def runPut(args):
     begin_by = None
     if args.begin_by is not None:
         begin_by = datetime.timedelta(seconds=args.begin_by)
+    timeout = None
+    if args.timeout is not None:
+        _nonNegative(args.timeout, '--timeout')
+        if not args.timeout > 0:
+            raise CommandError('--timeout must be a number of seconds > 0, '
+                               'not %r' % (args.timeout,), EXIT_USAGE)
+        timeout = datetime.timedelta(seconds=args.timeout)
     policy = retryPolicy(args.retry_policy)
     wait = args.wait
     if wait is not None:
@@ -198,7 +205,8 @@ def runPut(args):
                     job = queue.put(
                         new, begin_after=begin_after, begin_by=begin_by,
                         retry_policy_factory=policy, priority=args.priority,
-                        unique_key=args.unique, unique_for=unique_for)
+                        unique_key=args.unique, unique_for=unique_for,
+                        timeout=timeout)
                 except (TypeError, ValueError) as e:
                     session.tm.abort()
                     raise CommandError(firstLine(e), EXIT_USAGE) from None

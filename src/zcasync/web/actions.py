@@ -1,5 +1,4 @@
-"""What the dashboard may change: retry a failed job, cancel a pending
-job, resize an agent, prune stopped dispatchers.
+"""What the dashboard may change: retry a failed job, cancel a job, resize an agent, prune stopped dispatchers.
 
 An action needs the dashboard's token (``--token`` or
 ``ZCASYNC_DASHBOARD_TOKEN``) in an ``Authorization: Bearer TOKEN``
@@ -86,20 +85,34 @@ def retry(conn, job_id, body):
 
 
 def cancel(conn, job_id, body):
-    """Remove a job that no worker has claimed from its queue."""
+    """Cancel a job (``job.cancel``, see ``zcasync.control``): one that
+    has not started completes with CancelledError; a running one is asked
+    to stop and completed with CancelledError after ``grace`` seconds (in
+    the body; default ``control.DEFAULT_GRACE``).  ``outcome`` in the
+    answer: 'cancelled', 'stopping', or 'removed' (a parked job whose
+    module cannot be imported here: only taken out of its queue)."""
+    from zcasync import control
     job = api.findJob(conn, job_id)
-    parent = job.parent
-    if not interfaces.IQueue.providedBy(parent):
-        raise ApiError(409, 'cannot cancel job %s: it is %s; only a pending '
-                            'job that no worker claimed yet can be '
-                            'cancelled' % (job_id,
-                                           api.statusName(job.status)))
-    storable = job.loadProblem() is None
-    parent.remove(job)
-    if storable or job.peekAnnotations():
-        job.annotations['zcasync.cancelled'] = api.iso(utils.now())
-    return {'action': 'cancel', 'job': api.jobId(job),
-            'queue': parent.name}
+    grace = body.get('grace')
+    try:
+        if grace is not None:
+            control.seconds(grace, 'grace', 'give the seconds a running job '
+                            'has to stop before it is completed anyway')
+    except (TypeError, ValueError) as e:
+        raise ApiError(400, str(e)) from None
+    queue = job.queue
+    try:
+        outcome = job.cancel(grace=grace)
+    except interfaces.BadStatusError as e:
+        raise ApiError(409, 'cannot cancel job %s: it is %s; only a job '
+                            'that has not completed can be cancelled (%s)'
+                       % (job_id, api.statusName(job.status), e)) from None
+    answer = {'action': 'cancel', 'job': api.jobId(job),
+              'queue': queue.name if queue is not None else None,
+              'outcome': outcome}
+    if outcome == control.STOPPING:
+        answer['grace'] = control.DEFAULT_GRACE if grace is None else grace
+    return answer
 
 
 def _queue(conn, name):

@@ -45,7 +45,7 @@ PROGRESS = 'progress'
 STATUS_TEXT = 'status'
 
 HELD = ('assigned', 'active', 'callbacks')
-DONE = ('completed', 'succeeded', 'failed')
+DONE = ('completed', 'succeeded', 'failed', 'cancelled')
 LISTS = ('pending', 'running') + HELD + DONE
 
 #: The methods of a job that recovery queues as jobs of their own (with a

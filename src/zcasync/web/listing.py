@@ -6,8 +6,9 @@ paged by cursor, never loading all jobs.
 - ``running``, ``assigned``, ``active``, ``callbacks``: the jobs the
   agents hold (at most the sum of the agents' sizes); the cursor is an
   offset.
-- ``completed``, ``succeeded``, ``failed``: the agents' completed
-  collections merged newest first; the cursor is the completion time and
+- ``completed``, ``succeeded``, ``failed``, ``cancelled``: the agents'
+  completed collections (and the queues' jobs cancelled before they
+  started) merged newest first; the cursor is the completion time and
   the oid of the last job shown.
 
 Filters (``queue``, ``callable`` substring, ``since``/``until`` on the
@@ -18,6 +19,8 @@ answers ``complete: false`` with a cursor to continue.
 import heapq
 import time
 
+from zcasync import control
+from zcasync import interfaces
 from zcasync import utils
 from zcasync.web import api
 from zcasync.web.api import ApiError
@@ -120,6 +123,10 @@ class JobQuery:
             failed = utils.isFailure(job.result)
             if failed != (self.state == 'failed'):
                 return False
+        if self.state == 'cancelled' and not (
+                utils.isFailure(job.result) and
+                job.result.check(interfaces.CancelledError)):
+            return False
         if when is not None and (self.since or self.until):
             stamp = getattr(job, when)
             if stamp is None or (self.since and stamp < self.since) or \
@@ -133,8 +140,8 @@ class JobQuery:
     def _collect(self, source, when, now):
         items, following, scanned, complete = [], None, 0, True
         filtered = bool(self.callable or self.since or self.until) or \
-            self.state in ('succeeded', 'failed', 'assigned', 'active',
-                           'callbacks')
+            self.state in ('succeeded', 'failed', 'cancelled', 'assigned',
+                           'active', 'callbacks')
         deadline = time.perf_counter() + api.SCAN_SECONDS
         last = None
         for cursor, job in source:
@@ -218,6 +225,9 @@ class JobQuery:
         collections = [agent.completed for name, queue in queues
                        for agents in queue.dispatchers.values()
                        for agent in agents.values()]
+        # and the jobs cancelled before they started (zcasync.control)
+        collections.extend(filter(None, (
+            control.cancelledJobs(queue) for name, queue in queues)))
 
         def keyed(collection):
             for job in collection.iter(self.since, stop):

@@ -8,7 +8,7 @@
 (function () {
   const POLL_MS = 2000;
   const BACKSTOP_MS = 10000;
-  const STATES = ['pending', 'running', 'completed', 'succeeded', 'failed'];
+  const STATES = ['pending', 'running', 'completed', 'succeeded', 'failed', 'cancelled'];
   const state = {
     token: sessionStorage.getItem('zcasync-token') || '',
     actions: null, view: null, busy: false, again: false,
@@ -313,7 +313,7 @@
           }).catch(() => null);
         }));
       }
-      if (s === 'pending') {
+      if (['pending', 'parked', 'assigned', 'active'].includes(s)) {
         buttons.push(actionButton('Cancel', 'danger', () => {
           act('cancel', 'api/jobs/' + encodeURIComponent(job.id) + '/cancel').catch(() => null);
         }));
