@@ -73,6 +73,23 @@ async def holdAsync(n, directory, timeout=60.0):
     return [n, os.getpid()]
 
 
+async def awaitCancel(n, directory, timeout=60.0):
+    """An ``async def`` job that awaits until its task is cancelled: log
+    ``start N PID``; at the CancelledError, log ``noticed N <unix time>``
+    if ``zcasync.local.cancelled()`` says so too, and let it propagate."""
+    import asyncio
+    _append(os.path.join(directory, 'starts.log'),
+            'start %d %d' % (n, os.getpid()))
+    try:
+        await asyncio.sleep(timeout)
+    except asyncio.CancelledError:
+        if zcasync.local.cancelled():
+            _append(os.path.join(directory, 'noticed.log'),
+                    'noticed %d %r' % (n, time.time()))
+        raise
+    raise RuntimeError('job %d was never cancelled' % n)
+
+
 def killWorker(n, directory):
     """Log ``start N PID``, then kill this worker process with SIGKILL."""
     _append(os.path.join(directory, 'starts.log'),

@@ -3,7 +3,8 @@
 cooperative job hears it through the invalidations its worker listens to
 and stops on its own; a job that ignores it is completed anyway after the
 grace period, its late result discarded, and the worker goes on running
-jobs with its full size."""
+jobs with its full size.  A coroutine job's task is cancelled (asyncio's
+CancelledError at its await) and its slot freed."""
 import os
 import time
 
@@ -74,3 +75,31 @@ def test_cancel_running_jobs_in_a_worker_process(processes, zeo, client,
     assert job.result.check(interfaces.CancelledError)
     assert 'runs' not in job.annotations  # its commit never landed
     assert [client.job(oid).result[0] for oid in more] == [3, 4]
+
+
+def test_cancel_a_running_coroutine_job_in_a_worker_process(
+        processes, zeo, client, tmp_path):
+    processes.worker('worker', zeo.uri, size=1)
+    waitFor(lambda: client.activeDispatchers(), 60, 'the worker to start')
+    [oid] = client.put((jobfuncs.awaitCancel, 1, str(tmp_path)))
+    waitFor(lambda: len(startLines(tmp_path)) == 1, 60, 'the job to start')
+    job = client.job(oid)
+    assert job.status == interfaces.ACTIVE
+    asked = time.time()
+    assert job.cancel(grace=30) == control.STOPPING
+    # CancelledError at its await, with zcasync.local.cancelled() true
+    [(n, when)] = waitFor(lambda: noticed(tmp_path), 30,
+                          'the task to be cancelled')
+    print('the coroutine was cancelled %.3f s after the cancel'
+          % (when - asked))
+    assert when - asked < 30  # (before the grace period ended)
+    waitFor(lambda: client.completed([oid]), 30, 'the job to complete')
+    result = client.job(oid).result
+    assert result.check(interfaces.CancelledError)
+    assert 'cancelled while it ran' in result.getErrorMessage()
+    # its slot (the agent's only one) is free: the next job runs
+    [after] = client.put((jobfuncs.holdAsync, 2, str(tmp_path)))
+    waitFor(lambda: len(startLines(tmp_path)) == 2, 60, 'the next job')
+    (tmp_path / 'release-2').touch()
+    waitFor(lambda: client.completed([after]), 30, 'the next job to end')
+    assert client.job(after).result[0] == 2
