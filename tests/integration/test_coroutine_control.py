@@ -144,7 +144,9 @@ def test_cancel_a_running_coroutine_job(db, conn, queue, capture):
         assert not [m for m in capture.messages()
                     if 'did not stop within' in m]
         assert len(callbacksSeen()) == 1
-        assert running.dispatcher.runner.watch.running() is False
+        # every run unregistered (the coroutine's from its commit thread)
+        testing.wait(lambda: not running.dispatcher.runner.watch.running(),
+                     WAIT, 'the runs unregistered')
         # the shared loop goes on running coroutine jobs
         assert running.dispatcher.runner.coroutines.thread.is_alive()
 
@@ -201,7 +203,8 @@ def test_time_limit_on_a_coroutine_job(db, conn, queue, capture):
         assert ('cancelled', True) in SEEN  # task cancellation
         assert not [m for m in capture.messages()
                     if 'did not stop within' in m]
-        assert pool(running, name).detached == {}
+        testing.wait(lambda: pool(running, name).detached == {}, WAIT,
+                     'the slot freed')
 
 
 def test_time_limit_on_a_coroutine_job_with_a_retry_policy(
@@ -254,7 +257,8 @@ def test_a_coroutine_job_raising_system_exit_fails_without_harm(
         commit(conn)
         result = testing.wait_for_result(job, WAIT)
         assert result.check(SystemExit)
-        assert pool(running, name).detached == {}
+        testing.wait(lambda: pool(running, name).detached == {}, WAIT,
+                     'the slot freed')
         assert running.dispatcher.runner.coroutines.thread.is_alive()
         after = queue.put(Job(snoozeFirstAsync, 0))
         after.annotations[control.SNOOZES] = 1
