@@ -7,6 +7,9 @@ that ignores it (in-process dispatcher, FileStorage in a temp dir):
   another process would) until ``zcasync.local.cancelled()`` is true in
   the job (``benchmarks.jobs.untilCancelled``, which looks every 1 ms):
   the invalidation reaches the dispatcher, its reactor reads the request.
+- *coroutine*: the same for a coroutine job
+  (``benchmarks.jobs.awaitCancelled``): until ``asyncio.CancelledError``
+  is raised at its await (its task cancelled).
 - *forced*: a job that ignores the request (``benchmarks.jobs.block``),
   cancelled with ``grace=0``: from the commit until the job reads
   COMPLETED with CancelledError, the agent's thread replaced.
@@ -32,7 +35,7 @@ def measure(rounds):
         data.addAgent(me, 2)
         running = InProcessDispatcher(data.db, me, poll_interval=5)
         running.start()
-        notice, forced = [], []
+        notice, coroutine, forced = [], [], []
         try:
             for i in range(rounds):
                 name = 'n%d' % i
@@ -45,6 +48,19 @@ def measure(rounds):
                 waitUntil(lambda: name in jobs.NOTICED, 'the job to notice',
                           timeout=60, interval=0.0005)
                 notice.append(jobs.NOTICED[name] - start)
+                waitUntil(lambda: (data.tm.begin(), job.status)[1] ==
+                          interfaces.COMPLETED, 'the job to complete')
+            for i in range(rounds):
+                name = 'c%d' % i
+                job = data.queue.put(Job(jobs.awaitCancelled, name))
+                data.tm.commit()
+                waitUntil(lambda: (data.tm.begin(), job.status)[1] ==
+                          interfaces.ACTIVE, 'the job to start')
+                start = time.monotonic()
+                job.cancel(grace=60)
+                waitUntil(lambda: name in jobs.NOTICED, 'the task cancelled',
+                          timeout=60, interval=0.0005)
+                coroutine.append(jobs.NOTICED[name] - start)
                 waitUntil(lambda: (data.tm.begin(), job.status)[1] ==
                           interfaces.COMPLETED, 'the job to complete')
             for i in range(rounds):
@@ -63,13 +79,14 @@ def measure(rounds):
         finally:
             running.stop()
             data.db.close()
-    return notice, forced
+    return notice, coroutine, forced
 
 
 def main(argv):
     rounds = int(argv[1]) if len(argv) > 1 else 20
-    notice, forced = measure(rounds)
+    notice, coroutine, forced = measure(rounds)
     for what, values in (('cancelled() true after', notice),
+                         ('coroutine task cancelled after', coroutine),
                          ('ignoring job completed after', forced)):
         print('%-30s median %6.1f ms  p95 %6.1f ms  (%d rounds)' % (
             what, 1000 * median(values), 1000 * percentile(values, 0.95),

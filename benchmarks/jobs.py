@@ -81,6 +81,18 @@ def awaitingAtMost(reset=False):
 NOTICED = {}
 
 
+async def awaitCancelled(name, timeout=600.0):
+    """A coroutine job awaiting until its task is cancelled; records when
+    (in NOTICED)."""
+    import asyncio
+    try:
+        await asyncio.sleep(timeout)
+    except asyncio.CancelledError:
+        NOTICED[name] = time.monotonic()
+        raise
+    return name
+
+
 def untilCancelled(name, timeout=600.0):
     """Work in 1 ms slices until asked to stop; record when it noticed."""
     import zcasync.local
