@@ -34,6 +34,8 @@ import logging
 import threading
 import time
 
+import ZODB.utils
+
 from zcasync import coroutineruns
 from zcasync import coroutines
 from zcasync import interfaces
@@ -50,6 +52,15 @@ _FIRST = object()  # a run's first step
 DETACHED = coroutineruns.DETACHED
 _settlesLater = coroutineruns.settlesLater
 _close = coroutineruns.closeConnection
+
+
+def _changedSince(job):
+    """Whether `job` was committed by someone else after this
+    transaction's view of it began (e.g. a job claimed ahead, cancelled
+    meanwhile): writing it here would make the commit conflict -- and the
+    commit that completes a job would then run that job again."""
+    return ZODB.utils.load_current(job._p_jar.db().storage,
+                                   job._p_oid)[1] != job._p_serial
 
 
 class Runner(coroutineruns.CoroutineRuns):
@@ -166,6 +177,17 @@ class Runner(coroutineruns.CoroutineRuns):
     def _startBuffered(self, conn, tm, run, pool):
         """Start a job claimed ahead, in its own commit; its Run (with a
         token), or None when it is not ours to start any more."""
+        started = None
+        try:
+            started = self._startHeld(conn, tm, run, pool)
+        finally:
+            if started is None:
+                # not started: no longer "being started" either (else
+                # reconciliation would count the job as ours for ever)
+                pool.started(run.job_id)
+        return started
+
+    def _startHeld(self, conn, tm, run, pool):
         try:
             tm.begin()
             job = self._load(conn, run.job_id)
@@ -209,7 +231,8 @@ class Runner(coroutineruns.CoroutineRuns):
         job_id = waiting.job_id
         try:
             nxt = self._load(conn, job_id)
-            if not self._isHeldBy(nxt, pool) or nxt.parent is not job.parent:
+            if not self._isHeldBy(nxt, pool) or \
+                    nxt.parent is not job.parent or _changedSince(nxt):
                 # this transaction may be older than the claim of the
                 # next job (writing it here would conflict): the thread
                 # starts it on its own, in a fresh transaction

@@ -1,0 +1,64 @@
+"""Races of the control of running jobs (issue 15) with the dispatcher's
+own work: a cancel against the start of a job claimed ahead, a forced
+completion against the run's own end, stop requests and slots.
+SelectReactor in a thread, FileStorage; the test's connection plays
+another process."""
+import collections
+
+from zcasync import control
+from zcasync import interfaces
+from zcasync import testing
+from zcasync import utils
+from zcasync.interfaces import ACTIVE, ASSIGNED
+from zcasync.job import Job
+
+from test_dispatcher_support import (
+    WAIT, EVENTS, CALLS, Running, addAgent, blockOn, commit, sync)
+
+
+def statuses(agent, conn):
+    sync(conn)
+    return collections.Counter(job.status for job in agent)
+
+
+def test_cancel_of_a_job_claimed_ahead_does_not_rerun_the_running_job(
+        db, conn, queue):
+    """The running job's final commit starts the next job claimed ahead
+    (``Runner._startNext``) in a transaction that began before the cancel
+    wrote that job: it must not conflict, which would re-run the running
+    job's code (its commit error retried)."""
+    running = Running(db, poll_interval=60,
+                      setup=lambda d: setattr(d, 'prefetch', 2)).start()
+    try:
+        agent = addAgent(conn, running.dispatcher, 'main', size=1)
+        first = queue.put(Job(blockOn, 'first'))
+        ahead = [queue.put(Job(blockOn, 'ahead%d' % n)) for n in range(2)]
+        commit(conn)
+        testing.wait(lambda: statuses(agent, conn) ==
+                     {ACTIVE: 1, ASSIGNED: 2}, WAIT,
+                     lambda: 'agent holds %s' % statuses(agent, conn))
+        testing.wait(lambda: CALLS['first'] == 1, WAIT, 'the first call')
+        sync(conn)
+        target = [j for j in ahead if j.status == ASSIGNED][0]
+        assert target.cancel() == control.CANCELLED
+        for job in ahead:
+            EVENTS[job.args[0]].set()
+        EVENTS['first'].set()
+        assert testing.wait_for_result(first, WAIT) == 'released'
+        assert CALLS['first'] == 1, 'the running job ran again'
+        sync(conn)
+        assert target.result.check(interfaces.CancelledError)
+        assert CALLS[target.args[0]] == 0
+        other = [j for j in ahead if j is not target][0]
+        assert testing.wait_for_result(other, WAIT) == 'released'
+        # the cancelled job, skipped by the thread that found it gone, is
+        # not counted as being started (reconciliation would take it for
+        # ours for ever)
+        pool = running.dispatcher.runner.pools[('', 'main')]
+        testing.wait(lambda: not pool.buffered(), WAIT, 'buffer drained')
+        testing.wait(lambda: utils.jobId(target) not in pool.known(), WAIT,
+                     lambda: 'still known: %s' % (pool.known(),))
+    finally:
+        for name in list(EVENTS):
+            EVENTS[name].set()
+        running.stop()
