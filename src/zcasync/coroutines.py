@@ -293,10 +293,30 @@ class EventLoop:
                     COMMIT_THREADS,
                     thread_name_prefix='%s coroutine commits' % self.name)
                 self.thread = threading.Thread(
-                    target=self.loop.run_forever, daemon=True,
+                    target=self._runLoop, daemon=True,
                     name='%s event loop' % self.name)
                 self.thread.start()
             return self.loop
+
+    def _runLoop(self):
+        """(the loop's thread) Run the loop until it is stopped: asyncio
+        lets SystemExit and KeyboardInterrupt raised in a callback or task
+        (a job's own, e.g. one it created) out of ``run_forever``; the
+        loop goes on with the runs it holds."""
+        loop = self.loop
+        assert loop is not None
+        while True:
+            try:
+                loop.run_forever()
+                return  # stopped (close)
+            except BaseException:
+                if loop.is_closed():
+                    return
+                utils.safeLog(utils.log, logging.CRITICAL,
+                              'an exception escaped to the event loop of %s '
+                              '(raised by a callback or task of a coroutine '
+                              'job?); the loop goes on:\n%s', self.name,
+                              utils.formatException())
 
     def threads(self) -> list[threading.Thread]:
         """The threads of this event loop (the loop's and the commit
@@ -320,6 +340,9 @@ class EventLoop:
         next Step, or None when the run ended."""
         loop = self._ensure()
         with self._lock:
+            if self.closed:  # closed since: its loop may stop before it
+                raise RuntimeError('the event loop of %s is closed'
+                                   % self.name)
             self.runs += 1
         loop.call_soon_threadsafe(self._begin, step, resume, context)
 
