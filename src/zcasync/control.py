@@ -181,10 +181,19 @@ def outcome(job: Job, res: Any) -> Any:
 
 def decide(job: Job, policy: Any, failure: Any, data_cache: Any) -> Any:
     """The retry decision for a run that raised `failure`: a cancelled
-    run is never retried; anything else is its policy's."""
+    run is never retried; anything else is its policy's (retrying a run
+    that was asked to stop -- a time limit -- means another run, from its
+    queue)."""
     if failure.check(interfaces.CancelledError) is not None:
         return False
-    return policy.jobError(failure, data_cache)
+    decision = policy.jobError(failure, data_cache)
+    control = threadlocal.getRunControl()
+    if decision is True and control is not None and \
+            control.controls(job) and control.stopRequested is not None:
+        # "retry now" in this run would start under a stopped control
+        # past its deadline (failing at once): give it a run of its own
+        return datetime.timedelta(0)
+    return decision
 
 
 class Snooze(BaseException):

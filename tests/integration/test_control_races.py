@@ -4,9 +4,14 @@ completion against the run's own end, stop requests and slots.
 SelectReactor in a thread, FileStorage; the test's connection plays
 another process."""
 import collections
+import datetime
+import time
+
+import zcasync.local
 
 from zcasync import control
 from zcasync import interfaces
+from zcasync import retry
 from zcasync import testing
 from zcasync import utils
 from zcasync.interfaces import ACTIVE, ASSIGNED
@@ -14,6 +19,27 @@ from zcasync.job import Job
 
 from test_dispatcher_support import (
     WAIT, EVENTS, CALLS, Running, addAgent, blockOn, commit, sync)
+
+
+def cooperativeFirstCall(name):
+    """The first call works until asked to stop; later calls return at
+    once."""
+    CALLS[name] += 1
+    if CALLS[name] == 1:
+        deadline = time.monotonic() + WAIT
+        while not zcasync.local.cancelled() and time.monotonic() < deadline:
+            EVENTS[name].wait(0.02)
+        return 'first call'
+    return 'call %d' % CALLS[name]
+
+
+class RetryTimeLimitsNow(retry.BasePolicy):
+    """Retry a run past its time limit at once (True), twice."""
+
+    def jobError(self, failure, data_cache):
+        if failure.check(interfaces.TimeLimitError):
+            return self._increment('time limit', data_cache) <= 2
+        return False
 
 
 def statuses(agent, conn):
@@ -62,3 +88,20 @@ def test_cancel_of_a_job_claimed_ahead_does_not_rerun_the_running_job(
         for name in list(EVENTS):
             EVENTS[name].set()
         running.stop()
+
+
+def test_a_time_limit_retried_now_gets_a_run_of_its_own(db, conn, queue):
+    """A policy that retries a run past its time limit at once (True)
+    must not retry it inside the same run, whose control is stopped and
+    whose deadline has passed: every attempt would fail at once."""
+    setup = lambda d: setattr(d, 'time_limit_grace', WAIT)  # noqa: E731
+    with Running(db, setup=setup) as running:
+        addAgent(conn, running.dispatcher, size=1)
+        job = queue.put(Job(cooperativeFirstCall, 'n'),
+                        timeout=datetime.timedelta(seconds=0.3),
+                        retry_policy_factory=RetryTimeLimitsNow)
+        commit(conn)
+        assert testing.wait_for_result(job, WAIT) == 'call 2'
+        sync(conn)
+        assert job.annotations['zcasync.RetryTimeLimitsNow'] == {
+            'time limit': 1}
