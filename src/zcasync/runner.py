@@ -104,8 +104,11 @@ class Runner(coroutineruns.CoroutineRuns):
         """Drop waiting runs whose jobs are no longer held (`held`: the
         tokens of the jobs the agents hold)."""
         with self._lock:
-            for token in [t for t in self._waiting if t not in held]:
+            dropped = [t for t in self._waiting if t not in held]
+            for token in dropped:
                 del self._waiting[token]
+        for token in dropped:
+            self.watch.endToken(token)
 
     def activeJobIds(self, queue=None, agent=None):
         ids = []
@@ -272,7 +275,12 @@ class Runner(coroutineruns.CoroutineRuns):
         finally:
             threadlocal.setRunHooks()
             if awaiting is None:
-                self.watch.end()
+                with self._lock:
+                    waits = run.token in self._waiting
+                if waits:  # for a Deferred: still stoppable
+                    self.watch.keep()
+                else:
+                    self.watch.end()
                 self._ended(pool, run.job_id, time.monotonic() - started)
         if awaiting is not None:
             self._detach(conn, tm, run, pool, started, *awaiting)

@@ -178,6 +178,22 @@ class RunWatch:
         if entry.calls:
             self._inReactor(self._disarm, entry)
 
+    def keep(self):
+        """(worker thread) The run of this thread returned without its
+        job's outcome: the job waits, ACTIVE, for a Deferred that the run
+        returned.  It stays registered -- a stop request or its time
+        limit still completes it -- until ``endToken``; this thread's
+        control is cleared."""
+        self._stopHearing()
+        threadlocal.setRunControl()
+
+    def endToken(self, token):
+        """Unregister the run holding `token` (one ``keep`` left)."""
+        with self._lock:
+            entry = self._entries.get(token)
+        if entry is not None:
+            self.end(entry.control)
+
     def running(self):
         """Whether any run is registered."""
         return bool(self._entries)

@@ -105,3 +105,39 @@ def test_a_time_limit_retried_now_gets_a_run_of_its_own(db, conn, queue):
         sync(conn)
         assert job.annotations['zcasync.RetryTimeLimitsNow'] == {
             'time limit': 1}
+
+
+#: name -> the Deferred a job returned
+DEFERREDS = {}
+
+
+def returnsDeferred(name):
+    import twisted.internet.defer
+    DEFERREDS[name] = twisted.internet.defer.Deferred()
+    return DEFERREDS[name]
+
+
+def test_cancel_of_a_job_waiting_for_its_deferred_completes_it(
+        db, conn, queue, capture):
+    """A job whose run returned an unfired Deferred stays ACTIVE, held by
+    its agent: cancel() must still complete it after the grace period,
+    and the Deferred's late result is discarded."""
+    with Running(db) as running:
+        addAgent(conn, running.dispatcher, size=1)
+        job = queue.put(Job(returnsDeferred, 'd'))
+        commit(conn)
+        runner = running.dispatcher.runner
+        testing.wait(lambda: runner._waiting, WAIT, 'the run returned')
+        sync(conn)
+        assert job.status == ACTIVE
+        assert job.cancel(grace=0.1) == control.STOPPING
+        result = testing.wait_for_result(job, WAIT)
+        assert result.check(interfaces.CancelledError)
+        DEFERREDS.pop('d').callback('late')
+        sync(conn)
+        assert job.result.check(interfaces.CancelledError)
+        # the agent's slot is free again
+        other = queue.put(Job(blockOn, 'after'))
+        commit(conn)
+        EVENTS['after'].set()
+        assert testing.wait_for_result(other, WAIT) == 'released'
