@@ -80,12 +80,25 @@ class RunControl:
         """The error the run was asked to stop with, or None."""
         return self._error
 
+    @property
+    def cancelled(self) -> bool:
+        """Whether the run was asked to stop by a cancel (a request that
+        nothing overrides)."""
+        return isinstance(self._error, interfaces.CancelledError)
+
     def requestStop(self, error: BaseException) -> bool:
         """Ask the run to stop with `error`; False (and nothing happens)
-        when it was asked already."""
+        when it was asked already -- except that a cancel
+        (CancelledError) overrides an earlier request of another kind (a
+        time limit, which a retry policy may run again): the run then
+        ends with it, and its callbacks are not called again."""
         with self._lock:
             if self._error is not None:
-                return False
+                if self.cancelled or not isinstance(
+                        error, interfaces.CancelledError):
+                    return False
+                self._error = error
+                return True
             self._error = error
             callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
@@ -186,8 +199,11 @@ def decide(job: Job, policy: Any, failure: Any, data_cache: Any) -> Any:
     queue)."""
     if failure.check(interfaces.CancelledError) is not None:
         return False
-    decision = policy.jobError(failure, data_cache)
     control = threadlocal.getRunControl()
+    if control is not None and control.controls(job) and \
+            cancelRequest(job, control.token) is not None:
+        return False  # cancelled too, after it was asked to stop
+    decision = policy.jobError(failure, data_cache)
     if decision is True and control is not None and \
             control.controls(job) and control.stopRequested is not None:
         # "retry now" in this run would start under a stopped control
@@ -258,6 +274,15 @@ def stopRequest(job: Job, token: str | None) -> dict[str, Any] | None:
     if isinstance(request, dict) and request.get('token') == token:
         return request
     return None
+
+
+def cancelRequest(job: Job, token: str | None) -> BaseException | None:
+    """The CancelledError of a cancel stored for the run of `job` holding
+    `token`, or None."""
+    request = stopRequest(job, token)
+    if request is None or request.get('reason') != 'cancel':
+        return None
+    return stopError(job, request)
 
 
 def cancelledRun(job: Job) -> BaseException | None:

@@ -225,7 +225,7 @@ class RunWatch:
                 hits = [e for oid, e in watched.items() if oid in oids]
             else:
                 hits = [watched[oid] for oid in oids if oid in watched]
-        hits = [e for e in hits if e.control.stopRequested is None]
+        hits = [e for e in hits if not e.control.cancelled]
         if hits:
             self._inReactor(self._check, hits)
 
@@ -233,7 +233,7 @@ class RunWatch:
         """(reactor, each heartbeat) Look at every registered run."""
         with self._lock:
             entries = [e for e in self._entries.values()
-                       if e.control.stopRequested is None]
+                       if not e.control.cancelled]
         if entries:
             self._check(entries)
 
@@ -259,9 +259,8 @@ class RunWatch:
         try:
             tm.begin()
             for entry in entries:
-                if not self._registered(entry) or \
-                        entry.control.stopRequested is not None:
-                    continue
+                if not self._registered(entry) or entry.control.cancelled:
+                    continue  # (a cancel overrides a time limit)
                 oid, database_name = entry.run.job_id
                 job = dispatcher._getConnection(database_name).get(oid)
                 request = control.stopRequest(job, entry.run.token)
@@ -350,7 +349,10 @@ class RunWatch:
                 '%s did not stop within its grace period: its dispatcher '
                 'completes it, its thread is replaced, and what the run '
                 'returns later is discarded', entry.repr)
-            self._complete(job, tm, token, entry.control.stopRequested)
+            # a cancel stored meanwhile wins over a time limit
+            error = control.cancelRequest(job, entry.run.token) or \
+                entry.control.stopRequested
+            self._complete(job, tm, token, error)
         except interfaces.ReassignedError:
             pass  # recovered by another process meanwhile
         except Exception:

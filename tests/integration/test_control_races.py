@@ -141,3 +141,41 @@ def test_cancel_of_a_job_waiting_for_its_deferred_completes_it(
         commit(conn)
         EVENTS['after'].set()
         assert testing.wait_for_result(other, WAIT) == 'released'
+
+
+def ignoresItsTimeLimit(name):
+    """The first call hears its time limit, then ignores it (blocks until
+    released); later calls return at once."""
+    CALLS[name] += 1
+    if CALLS[name] == 1:
+        deadline = time.monotonic() + WAIT
+        while not zcasync.local.cancelled() and time.monotonic() < deadline:
+            EVENTS[name].wait(0.02)
+        EVENTS[name + ' asked'].set()
+        EVENTS[name + ' release'].wait(WAIT)
+        return 'first call'
+    return 'call %d' % CALLS[name]
+
+
+def test_a_cancel_during_the_grace_of_a_time_limit_wins(db, conn, queue):
+    """A run past its time limit (retried by its policy) is cancelled
+    during its grace period: the cancel must not be dropped because the
+    run was already asked to stop -- the job ends cancelled, not run
+    again."""
+    policy = retry.RetryWithBackoff(retry_on=(interfaces.TimeLimitError,),
+                                    max_attempts=3,
+                                    base=datetime.timedelta(0))
+    setup = lambda d: setattr(d, 'time_limit_grace', 600)  # noqa: E731
+    with Running(db, setup=setup) as running:
+        addAgent(conn, running.dispatcher, size=1)
+        job = queue.put(Job(ignoresItsTimeLimit, 'g'),
+                        timeout=datetime.timedelta(seconds=0.2),
+                        retry_policy_factory=policy)
+        commit(conn)
+        assert EVENTS['g asked'].wait(WAIT)
+        sync(conn)
+        assert job.cancel(grace=0.1) == control.STOPPING
+        result = testing.wait_for_result(job, WAIT)
+        assert result.check(interfaces.CancelledError), result
+        EVENTS['g release'].set()
+        assert CALLS['g'] == 1
