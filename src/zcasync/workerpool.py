@@ -166,10 +166,13 @@ class AgentThreadPool:
             self._buffer.clear()
         return dropped
 
-    def popBuffered(self, replacing=False):
+    def popBuffered(self, replacing=False, ident=None):
         """The next job claimed ahead (its Run), now being started, or
         None (also when the agent's runs fill its slots, unless the new
-        run is `replacing` one that ends)."""
+        run is `replacing` one that ends).  With `ident`, the run fills
+        that thread's slot at once (in the same locked step as the check
+        of the slots: two threads taking work at once could both pass
+        it otherwise)."""
         with self._lock:
             if not self._buffer:
                 return None
@@ -177,6 +180,8 @@ class AgentThreadPool:
                 return None
             run = self._buffer.popleft()
             self._starting.add(run.job_id)
+            if ident is not None:
+                self.running[ident] = run
             return run
 
     def starting(self, *ids):
@@ -294,7 +299,7 @@ class AgentThreadPool:
             try:
                 item = self._queue.get_nowait()
             except queuemodule.Empty:
-                run = self.popBuffered()
+                run = self.popBuffered(ident=ident)
                 if run is not None:
                     with self._lock:
                         self._ready()
