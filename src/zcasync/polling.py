@@ -193,7 +193,7 @@ class QueuePolls:
                 settled += 1
         return settled
 
-    def _reconcileAgent(self, agents, agent):
+    def _reconcileAgent(self, agents, agent, key=None):
         """Hand back every job `agent` holds that no run of this process
         will finish (see the module docstring); returns how many."""
         known = self._known
@@ -217,7 +217,7 @@ class QueuePolls:
                     'agent %r; handing it back to its retry policy',
                     self.UUID, job, job.status, agent.name)
             agents.handBack(agent, job)
-        self.runner.forget(held)
+        self.runner.forget(held, key)
         return len(lost)
 
     def _claimAhead(self, agent, pool):
@@ -241,7 +241,8 @@ class QueuePolls:
         try:
             changed = self._settle(agent, finished)
             if self._known is not None:
-                changed += self._reconcileAgent(agents, agent)
+                changed += self._reconcileAgent(agents, agent,
+                                                (queue_name, agent_name))
             if changed:
                 record['len'] = len(agent)
             if self.claiming:

@@ -69,7 +69,9 @@ class Runner(coroutineruns.CoroutineRuns):
     def __init__(self, dispatcher):
         self.dispatcher = dispatcher
         self.pools = {}
-        self._waiting = {}  # token -> job id: runs waiting for a Deferred
+        #: token -> (job id, (queue name, agent name)): runs waiting for
+        #: a Deferred
+        self._waiting = {}
         self._lock = threading.Lock()
         #: the event loop of the coroutine runs (started when needed)
         self.coroutines = coroutines.EventLoop(
@@ -100,11 +102,13 @@ class Runner(coroutineruns.CoroutineRuns):
             known.update(pool.known())
         return known
 
-    def forget(self, held):
-        """Drop waiting runs whose jobs are no longer held (`held`: the
-        tokens of the jobs the agents hold)."""
+    def forget(self, held, key=None):
+        """Drop the waiting runs of the agent `key` ((queue name, agent
+        name); None: of every agent) whose jobs it no longer holds
+        (`held`: the tokens of the jobs it holds)."""
         with self._lock:
-            dropped = [t for t in self._waiting if t not in held]
+            dropped = [t for t, (job_id, pool_key) in self._waiting.items()
+                       if t not in held and key in (None, pool_key)]
             for token in dropped:
                 del self._waiting[token]
         for token in dropped:
@@ -332,11 +336,12 @@ class Runner(coroutineruns.CoroutineRuns):
 
         def advance(outcome=_FIRST):
             step = self._advance(job, call, record, run, tm,
-                                 lambda: proceed(outcome))
+                                 lambda: proceed(outcome),
+                                 (pool.queue_name, pool.agent_name))
             return None if step is None else (step, advance)
         return advance()
 
-    def _advance(self, job, call, record, run, tm, proceed):
+    def _advance(self, job, call, record, run, tm, proceed, pool=None):
         """Run the job's life cycle up to its end (None) or to the next
         Step it awaits (returned)."""
         try:
@@ -373,7 +378,7 @@ class Runner(coroutineruns.CoroutineRuns):
             return step
         if job._status == interfaces.ACTIVE and job._inner is None:
             with self._lock:  # it waits for a Deferred: still ours
-                self._waiting[run.token] = run.job_id
+                self._waiting[run.token] = (run.job_id, pool)
         self._finish(job, call, record, job.result)
         tm.abort()
         return None

@@ -179,3 +179,30 @@ def test_a_cancel_during_the_grace_of_a_time_limit_wins(db, conn, queue):
         assert result.check(interfaces.CancelledError), result
         EVENTS['g release'].set()
         assert CALLS['g'] == 1
+
+
+def test_a_job_waiting_for_its_deferred_stays_ours_with_two_agents(
+        db, conn, queue):
+    """The reconciliation of one agent must not forget the run of another
+    agent that waits for its Deferred (it then handed that job back to
+    recovery, and a waiting job could run twice)."""
+    with Running(db) as running:
+        addAgent(conn, running.dispatcher, 'a', size=1)
+        addAgent(conn, running.dispatcher, 'b', size=1)
+        job = queue.put(Job(returnsDeferred, 'two'))
+        commit(conn)
+        runner = running.dispatcher.runner
+        testing.wait(lambda: runner._waiting, WAIT, 'the run returned')
+        sync(conn)
+        token = job.run_token
+        marker = utils.now()
+
+        def heartbeatsSince():
+            return len([p for p in running.dispatcher.polls
+                        if p.utc_timestamp > marker])
+        testing.wait(lambda: heartbeatsSince() >= 4, WAIT, 'more polls')
+        sync(conn)
+        assert job.status == ACTIVE and job.run_token == token
+        assert token in runner._waiting
+        DEFERREDS.pop('two').callback('fired')
+        assert testing.wait_for_result(job, WAIT) == 'fired'
