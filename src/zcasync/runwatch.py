@@ -55,6 +55,9 @@ from zcasync import utils
 
 #: Seconds of grace a run past its time limit gets before it is forced.
 TIME_LIMIT_GRACE = 5.0
+#: Seconds before a forced completion that failed before it took the job
+#: from its run is tried again (``dispatcher.force_retry_delay``).
+FORCE_RETRY = 1.0
 
 
 class Entry:
@@ -357,6 +360,22 @@ class RunWatch:
             pass  # recovered by another process meanwhile
         except Exception:
             tm.abort()
+            with self._lock:
+                taken = entry.taken
+            if not taken:
+                # the job is still its run's, which may never return: try
+                # again (reconciliation leaves a running job alone)
+                utils.safeLog(utils.log, logging.ERROR,
+                              'dispatcher %s could not take %s from its run '
+                              'after its grace period; trying again:\n%s',
+                              self.dispatcher.UUID, entry.repr,
+                              utils.formatException())
+                entry.forcing = False
+                self._inReactor(
+                    self._arm, entry, getattr(self.dispatcher,
+                                              'force_retry_delay',
+                                              FORCE_RETRY), self._force)
+                return
             utils.safeLog(utils.log, logging.CRITICAL,
                           'dispatcher %s could not complete %s after its '
                           'grace period; it hands it back to its retry '

@@ -206,3 +206,39 @@ def test_a_job_waiting_for_its_deferred_stays_ours_with_two_agents(
         assert token in runner._waiting
         DEFERREDS.pop('two').callback('fired')
         assert testing.wait_for_result(job, WAIT) == 'fired'
+
+
+def ignoresTheCancel(name):
+    CALLS[name] += 1
+    EVENTS[name + ' started'].set()
+    EVENTS[name].wait(3 * WAIT)  # longer than the test waits
+    return 'late'
+
+
+def test_a_forced_completion_that_fails_is_tried_again(
+        db, conn, queue, monkeypatch):
+    """The grace period ended, and the commit that takes the job from its
+    stuck run failed: the dispatcher must try again later, not leave the
+    job ACTIVE with a run that never returns."""
+    from zcasync.runwatch import RunWatch
+    takeOver = RunWatch._takeOver
+    failures = []
+
+    def failingOnce(self, job, tm, entry):
+        if not failures:
+            failures.append(entry)
+            raise RuntimeError('the commit kept conflicting (injected)')
+        return takeOver(self, job, tm, entry)
+    monkeypatch.setattr(RunWatch, '_takeOver', failingOnce)
+    with Running(db) as running:
+        running.dispatcher.force_retry_delay = 0.05
+        addAgent(conn, running.dispatcher, size=1)
+        job = queue.put(Job(ignoresTheCancel, 'stuck'))
+        commit(conn)
+        assert EVENTS['stuck started'].wait(WAIT)
+        sync(conn)
+        assert job.cancel(grace=0.05) == control.STOPPING
+        result = testing.wait_for_result(job, WAIT)
+        assert result.check(interfaces.CancelledError)
+        assert failures
+        EVENTS['stuck'].set()
