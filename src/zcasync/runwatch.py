@@ -297,8 +297,12 @@ class RunWatch:
 
     def _arm(self, entry, delay, func):
         if self._registered(entry):
-            entry.calls.append(self.dispatcher.reactor.callLater(
-                delay, func, entry))
+            call = self.dispatcher.reactor.callLater(delay, func, entry)
+            entry.calls.append(call)
+            if not self._registered(entry) and call.active():
+                # the run ended meanwhile, before its end could see this
+                # call to cancel it
+                call.cancel()
 
     def _disarm(self, entry):
         for call in entry.calls:
