@@ -120,6 +120,9 @@ class Dispatcher(QueuePolls):
     #: Seconds a run past its job's time limit has to stop before it is
     #: completed anyway (``zcasync.runwatch``).
     time_limit_grace = 5.0
+    #: Seconds before a completion after a grace period that could not
+    #: take the job from its run (e.g. a lost storage) is tried again.
+    force_retry_delay = 1.0
 
     def __init__(self, db: ZODB.DB, reactor: Any = None,
                  poll_interval: float = 5,
