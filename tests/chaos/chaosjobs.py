@@ -27,6 +27,11 @@ same effect at the end; a cooperative one returns (sync: it polls
 (coroutine) as soon as it is asked to stop, logging ``end ... stopped``
 without an effect; one that ignores the request goes on to the end and
 records its effect, which the life cycle must then discard.
+
+``noteOutcome(n, result)`` is the callback of a controlled job: in its
+own transaction it appends the name of the result's type (the failure's
+exception type) to ``root['chaos-outcomes'][n]``, so that the tuple's
+length is how many times the job was completed.
 """
 import asyncio
 import os
@@ -37,6 +42,7 @@ import zcasync
 
 #: root keys used by the suite
 EFFECTS = 'chaos'
+OUTCOMES = 'chaos-outcomes'
 
 
 def appendLine(path, line):
@@ -135,3 +141,13 @@ async def aslow(n, path, seconds, cooperative):
         appendLine(path, 'end %d %d %s %d %s' % (
             n, pid, run, time.monotonic_ns(), outcome))
     return n
+
+
+def noteOutcome(n, result):
+    """Callback: record how controlled job `n` ended; returns the name."""
+    from zcasync.utils import isFailure
+    name = result.type.__name__ if isFailure(result) else type(
+        result).__name__
+    outcomes = zcasync.local.getJob()._p_jar.root()[OUTCOMES]
+    outcomes[n] = outcomes[n] + (name,)
+    return name

@@ -227,6 +227,8 @@ class ChaosRun:
         root[JOBS_KEY] = BTrees.OOBTree.OOBTree()
         root[POISON_KEY] = BTrees.OOBTree.OOBTree()
         root[CONTROL_KEY] = BTrees.OOBTree.OOBTree()
+        root[chaosjobs.OUTCOMES] = BTrees.OOBTree.OOBTree(
+            {n: () for n in range(CONTROL_BASE, CONTROL_BASE + CONTROL_MAX)})
         tm.commit()
 
     def startWorker(self):
@@ -458,6 +460,7 @@ class ChaosRun:
                     continue
                 func = chaosjobs.aslow if coroutine else chaosjobs.slow
                 job = Job(func, n, path, length, cooperative)
+                job.addCallback(Job(chaosjobs.noteOutcome, n))
                 if what == CANCEL_PENDING:
                     jobs[n] = queue.put(job, begin_after=now() +
                                         datetime.timedelta(hours=1))
@@ -656,8 +659,10 @@ class ChaosRun:
 
         def read():
             jobs = []
-            controlled = {n: state(n, job) for n, job in
-                          self.client.conn.root()[CONTROL_KEY].items()}
+            root = self.client.conn.root()
+            controlled = {n: (state(n, job), tuple(
+                root[chaosjobs.OUTCOMES].get(n, ())))
+                for n, job in root[CONTROL_KEY].items()}
             for n, job in self.normalJobs():
                 jobs.append(state(n, job))
             root = self.client.conn.root()

@@ -328,14 +328,16 @@ def checkDeaths(report, declared, pidsByUUID, faults):
 
 
 def checkControlled(report, controlled, states, byJob, faults):
-    """controlled: [Controlled]; states: {n: JobState}.  A cancelled job
-    must end COMPLETED with CancelledError, a job past its time limit
-    with TimeLimitError (the default retry policy does not retry it), and
+    """controlled: [Controlled]; states: {n: (JobState, outcomes)}, where
+    outcomes are the type names its callback committed, one per
+    completion.  A cancelled job must end COMPLETED with CancelledError,
+    a job past its time limit with TimeLimitError (the default retry
+    policy does not retry it), exactly once (one outcome, that one), and
     neither may have committed its effect: a run asked to stop that
     returns anyway (``stop ignored``) has its work discarded."""
     origin = report.origin
     for job in controlled:
-        state = states.get(job.n)
+        state, outcomes = states.get(job.n, (None, ()))
         its = byJob.get(job.n, [])
         kind = '%s %s job %d (%s)' % (
             'coroutine' if job.coroutine else 'sync',
@@ -368,6 +370,11 @@ def checkControlled(report, controlled, states, byJob, faults):
             report.count(row, '%s ended with %s; cancel: %s; %s' % (
                 kind, ' '.join(state.result.split())[:120], job.detail,
                 where))
+        elif outcomes != (expected,):
+            report.count(row, '%s completed %d time(s), with %s; '
+                         'cancel: %s; %s' % (
+                             kind, len(outcomes), ', '.join(outcomes) or
+                             '-', job.detail, where))
         if state.effects:
             committed = [r for r in its if (r.pid, r.run) in
                          set(state.effects)]

@@ -187,25 +187,34 @@ def test_cancelled_and_time_limited_jobs_must_fail_with_their_error():
             controlled(6, invariants.CANCEL_PENDING, asked=1 * S)]
     runs = {1: [run(1, 100, 1, 4)], 3: [run(3, 100, 1, 2)],
             4: [run(4, 100, 1, 3)], 5: [run(5, 100, 1, 9)]}
+    jobs.append(controlled(7, invariants.TIME_LIMIT))
     states = {
-        1: JobState(1, COMPLETED, False, 'CancelledError: cancelled', ()),
-        2: JobState(2, COMPLETED, False, 'CancelledError: before', ()),
-        3: JobState(3, COMPLETED, False, 'TimeLimitError: exceeded', ()),
+        1: (JobState(1, COMPLETED, False, 'CancelledError: cancelled', ()),
+            ('CancelledError',)),
+        # completed twice (its callback committed two outcomes)
+        2: (JobState(2, COMPLETED, False, 'CancelledError: before', ()),
+            ('CancelledError', 'CancelledError')),
+        3: (JobState(3, COMPLETED, False, 'TimeLimitError: exceeded', ()),
+            ('TimeLimitError',)),
         # a cancelled running job that returned its result and committed
-        4: JobState(4, COMPLETED, True, '4', ((100, 'r4-100-1'),)),
+        4: (JobState(4, COMPLETED, True, '4', ((100, 'r4-100-1'),)),
+            ('int',)),
         # past its limit and still running at the end
-        5: JobState(5, ACTIVE, False, 'None', ()),
-    }  # 6 is missing
+        5: (JobState(5, ACTIVE, False, 'None', ()), ()),
+        # 6 is missing; 7's callbacks never ran
+        7: (JobState(7, COMPLETED, False, 'TimeLimitError: exceeded', ()),
+            ()),
+    }
     r = report()
     invariants.checkControlled(r, jobs, states, runs, [])
-    assert r.counts['cancel not honoured'] == 2  # 4 and 6
-    assert r.counts['time limit not honoured'] == 1  # 5
+    assert r.counts['cancel not honoured'] == 3  # 2, 4 and 6
+    assert r.counts['time limit not honoured'] == 2  # 5 and 7
     assert r.counts['stuck'] == 1  # 5
     assert r.counts['stopped run committed'] == 1  # 4
     assert 'job 4' in r.evidence['stopped run committed'][0]
     assert r.info['cancelled running'] == 2
     assert r.info['cancelled before start'] == 2
-    assert r.info['past time limit'] == 2
+    assert r.info['past time limit'] == 3
 
 
 def test_a_worker_running_more_jobs_than_its_size_is_counted_once():
