@@ -72,7 +72,8 @@ VIOLATIONS = (
 #: rows shown for information
 INFO = ('external re-runs', 'excused overlaps', 'deaths declared',
         'coroutine jobs', 'cancelled before start', 'cancelled running',
-        'past time limit', 'stop ignored', 'stop heeded')
+        'past time limit', 'stop ignored', 'stop heeded',
+        'most runs at once')
 
 MAX_EVIDENCE = 8
 #: a resumed worker must begin a job again once this many jobs began
@@ -408,7 +409,8 @@ def checkSlots(report, runs, faults, controlled, size):
     worker): counted from the runs' intervals, less the time a stopped
     run goes on after its job was taken from it, and less the runs of a
     SIGSTOPped process (declared dead, it may rightly find its jobs
-    gone); each excess episode of a process counts once."""
+    gone); each excess episode of a process counts once.  The most runs
+    one process had at once is shown for information."""
     controlled = {job.n: job for job in controlled}
     byPid = collections.defaultdict(list)
     for run in runs:
@@ -430,6 +432,8 @@ def checkSlots(report, runs, faults, controlled, size):
                 over = over and len(open_) > size
                 continue
             open_.add(run)
+            report.info['most runs at once'] = max(
+                report.info['most runs at once'], len(open_))
             if len(open_) > size and not over:
                 over = True
                 report.count('slots over size', 'pid %d ran %d jobs at '

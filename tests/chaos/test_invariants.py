@@ -225,6 +225,7 @@ def test_a_worker_running_more_jobs_than_its_size_is_counted_once():
     invariants.checkSlots(r, runs, [], [], size=3)
     assert r.counts['slots over size'] == 1
     assert r.evidence['slots over size'][0].startswith('pid 100 ran 4 jobs')
+    assert r.info['most runs at once'] == 5
 
 
 def test_a_stopped_run_frees_its_slot_at_its_grace_or_time_limit():
