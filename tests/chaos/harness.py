@@ -40,11 +40,13 @@ Everything runs on the loopback interface and stops by itself: the run,
 the waits and every process are bounded in time.
 """
 import contextlib
+import logging
 import os
 import pathlib
 import re
 import signal
 import sys
+import threading
 import time
 import uuid as uuidmodule
 
@@ -170,6 +172,7 @@ class ChaosRun:
         self.workers = []
         self.faults = []
         self.pending = []  # [(due ns, action)] follow-ups of faults
+        self.timers = []  # the SIGCONTs of stopped workers, in threads
         self.put = 0  # normal jobs put so far
         self.after_poison = set()
         self.poisoned = False
@@ -271,7 +274,8 @@ class ChaosRun:
                     kinds.pop(0)
                     next_fault = elapsed + self.fault_every
             if self.put >= self.jobs and not self.pending and \
-                    not self.to_cancel and elapsed >= window:
+                    not self.to_cancel and elapsed >= window and \
+                    not any(w.stopped for w in self.workers):
                 return
             time.sleep(0.05)
 
@@ -359,7 +363,13 @@ class ChaosRun:
             self.faults.append(Fault(STOP, worker.process.pid, at, ns(),
                                      'running jobs %s' % running))
             self.say('SIGCONT %s (pid %d)', worker.name, worker.process.pid)
-        self.pending.append((at + int(self.stop_for * 1e9), resume))
+        # from a timer thread, not the loop: a worker stopped inside its
+        # two-phase commit holds the ZEO server's commit lock, and a commit
+        # of this process (a put, a cancel) then waits until it resumes
+        timer = threading.Timer(self.stop_for, resume)
+        timer.daemon = True
+        self.timers.append(timer)
+        timer.start()
 
     def restartServer(self):
         at = ns()
@@ -461,14 +471,20 @@ class ChaosRun:
                 func = chaosjobs.aslow if coroutine else chaosjobs.slow
                 job = Job(func, n, path, length, cooperative)
                 job.addCallback(Job(chaosjobs.noteOutcome, n))
+                # their failures are expected: logged at INFO, not as
+                # errors (the harness's own cancels log here)
+                quiet = logging.INFO
                 if what == CANCEL_PENDING:
                     jobs[n] = queue.put(job, begin_after=now() +
-                                        datetime.timedelta(hours=1))
+                                        datetime.timedelta(hours=1),
+                                        failure_log_level=quiet)
                 elif what == TIME_LIMIT:
                     jobs[n] = queue.put(job, priority=1, timeout=(
-                        datetime.timedelta(seconds=self.limit)))
+                        datetime.timedelta(seconds=self.limit)),
+                        failure_log_level=quiet)
                 else:
-                    jobs[n] = queue.put(job, priority=1)
+                    jobs[n] = queue.put(job, priority=1,
+                                        failure_log_level=quiet)
             tm.commit()
         at = ns()
         self.retrying('put controlled jobs', put)
@@ -747,6 +763,8 @@ class ChaosRun:
         return found
 
     def cleanup(self):
+        for timer in self.timers:
+            timer.cancel()
         for worker in self.workers:
             if worker.process.alive:
                 worker.process.signal(signal.SIGCONT)
