@@ -17,7 +17,23 @@ PYTHONPATH).
   appended, in the job's own transaction.  The tuple's length is how many
   runs of job N committed; distinct keys merge under BTree conflict
   resolution, two runs of one job conflict.
+
+``awork`` is the same as a coroutine job (``async def``, awaiting
+``asyncio.sleep``).  ``slow(n, path, seconds, cooperative)`` and its
+coroutine twin ``aslow`` are the jobs the harness cancels or puts with a
+time limit: they run for `seconds`, log the same lines and record the
+same effect at the end; a cooperative one returns (sync: it polls
+``zcasync.local.cancelled()``) or lets ``asyncio.CancelledError`` through
+(coroutine) as soon as it is asked to stop, logging ``end ... stopped``
+without an effect; one that ignores the request goes on to the end and
+records its effect, which the life cycle must then discard.
+
+``noteOutcome(n, result)`` is the callback of a controlled job: in its
+own transaction it appends the name of the result's type (the failure's
+exception type) to ``root['chaos-outcomes'][n]``, so that the tuple's
+length is how many times the job was completed.
 """
+import asyncio
 import os
 import random
 import time
@@ -26,6 +42,7 @@ import zcasync
 
 #: root keys used by the suite
 EFFECTS = 'chaos'
+OUTCOMES = 'chaos-outcomes'
 
 
 def appendLine(path, line):
@@ -54,3 +71,83 @@ def work(n, path, pause):
         appendLine(path, 'end %d %d %s %d %s' % (
             n, pid, run, time.monotonic_ns(), outcome))
     return n
+
+
+async def awork(n, path, pause):
+    """``work`` as a coroutine job."""
+    pid = os.getpid()
+    run = '%012x' % random.getrandbits(48)
+    appendLine(path, 'begin %d %d %s %d' % (n, pid, run, time.monotonic_ns()))
+    outcome = 'raised'
+    try:
+        await asyncio.sleep(random.uniform(0, pause))
+        job = zcasync.local.getJob()
+        effects = job._p_jar.root()[EFFECTS]
+        effects[n] = effects[n] + ((pid, run),)
+        outcome = 'ok'
+    finally:
+        appendLine(path, 'end %d %d %s %d %s' % (
+            n, pid, run, time.monotonic_ns(), outcome))
+    return n
+
+
+def slow(n, path, seconds, cooperative):
+    """Run for `seconds` (in 0.05 s steps); a cooperative run returns
+    early, without an effect, once ``zcasync.local.cancelled()``."""
+    pid = os.getpid()
+    run = '%012x' % random.getrandbits(48)
+    appendLine(path, 'begin %d %d %s %d' % (n, pid, run, time.monotonic_ns()))
+    outcome = 'raised'
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if cooperative and zcasync.local.cancelled():
+                outcome = 'stopped'
+                return n
+            time.sleep(0.05)
+        job = zcasync.local.getJob()
+        effects = job._p_jar.root()[EFFECTS]
+        effects[n] = effects[n] + ((pid, run),)
+        outcome = 'ok'
+    finally:
+        appendLine(path, 'end %d %d %s %d %s' % (
+            n, pid, run, time.monotonic_ns(), outcome))
+    return n
+
+
+async def aslow(n, path, seconds, cooperative):
+    """``slow`` as a coroutine job: a cooperative one lets the task's
+    CancelledError through; one that ignores it swallows every
+    cancellation and goes on to the end."""
+    pid = os.getpid()
+    run = '%012x' % random.getrandbits(48)
+    appendLine(path, 'begin %d %d %s %d' % (n, pid, run, time.monotonic_ns()))
+    outcome = 'raised'
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                await asyncio.sleep(min(0.05, max(
+                    0, deadline - time.monotonic())))
+            except asyncio.CancelledError:
+                if cooperative:
+                    outcome = 'stopped'
+                    raise
+        job = zcasync.local.getJob()
+        effects = job._p_jar.root()[EFFECTS]
+        effects[n] = effects[n] + ((pid, run),)
+        outcome = 'ok'
+    finally:
+        appendLine(path, 'end %d %d %s %d %s' % (
+            n, pid, run, time.monotonic_ns(), outcome))
+    return n
+
+
+def noteOutcome(n, result):
+    """Callback: record how controlled job `n` ended; returns the name."""
+    from zcasync.utils import isFailure
+    name = result.type.__name__ if isFailure(result) else type(
+        result).__name__
+    outcomes = zcasync.local.getJob()._p_jar.root()[OUTCOMES]
+    outcomes[n] = outcomes[n] + (name,)
+    return name

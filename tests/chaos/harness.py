@@ -6,7 +6,8 @@
    a throw-away PostgreSQL database for the RelStorage variant) and three
    ``zcasync worker`` processes (poll 0.3 s, ping 0.5 s, dead after 2.5 s,
    agent size 3, ``--import tests.chaos.chaosjobs``);
-2. puts ``jobs`` jobs (``chaosjobs.work``, default retry policy) spread
+2. puts ``jobs`` jobs (``chaosjobs.work``, one in three its coroutine twin
+   ``chaosjobs.awork``; default retry policy) spread
    over the first three quarters of ``duration``, each put recorded in
    ``root['chaos-jobs']`` in the same transaction, so that a put retried
    after an ambiguous commit failure never queues a job twice;
@@ -24,6 +25,12 @@
    - ``poison``: a job whose callable lives in a module only this process
      can import (a file in a temporary directory on this process's
      ``sys.path``), followed by normal jobs;
+   - ``cancel``: puts controlled jobs (``chaosjobs.slow``/``aslow``, sync
+     and coroutine, cooperative and ignoring, numbered from
+     ``CONTROL_BASE``): two scheduled an hour ahead, cancelled at once
+     (pending); four cancelled with ``grace`` once the run log shows them
+     begun (running); four put with a time limit of ``limit`` seconds that
+     they exceed (an ignoring one long enough to be forced);
 
 4. waits (bounded) until every normal job is COMPLETED and the workers
    hold nothing, reads the final state, stops the workers with SIGTERM
@@ -33,11 +40,13 @@ Everything runs on the loopback interface and stops by itself: the run,
 the waits and every process are bounded in time.
 """
 import contextlib
+import logging
 import os
 import pathlib
 import re
 import signal
 import sys
+import threading
 import time
 import uuid as uuidmodule
 
@@ -47,7 +56,8 @@ import ZODB.utils
 from tests.chaos import chaosjobs
 from tests.chaos import invariants
 from tests.chaos.invariants import (
-    Run, Fault, JobState, KILL, STOP, ZEO_RESTART, PG_TERMINATE, POISON)
+    Run, Fault, JobState, Controlled, KILL, STOP, ZEO_RESTART, PG_TERMINATE,
+    POISON, CANCEL, CANCEL_PENDING, CANCEL_RUNNING, TIME_LIMIT)
 from tests.processes.conftest import (  # noqa: F401 (Unavailable, ...)
     Unavailable, throwawayPostgres,
     Client, Processes, ZEOServer, zcasync, postgresReachable, POLL, PING,
@@ -55,6 +65,10 @@ from tests.processes.conftest import (  # noqa: F401 (Unavailable, ...)
 
 JOBS_MODULE = 'tests.chaos.chaosjobs'
 JOBS_KEY, POISON_KEY = 'chaos-jobs', 'chaos-poison'
+CONTROL_KEY = 'chaos-control'
+#: controlled jobs are numbered from here (their effects' keys exist from
+#: the start, CONTROL_MAX of them)
+CONTROL_BASE, CONTROL_MAX = 10 ** 6, 400
 PARKED = 'parked-status'  # the name the core's fix gives a parked job
 
 
@@ -85,6 +99,7 @@ class RunLog:
         self.partial = b''
         self.begins = {}  # (n, pid, run) -> ns
         self.ends = {}
+        self.outcomes = {}
         self.open = {}  # pid -> {(n, run): begin}
 
     def read(self):
@@ -102,6 +117,8 @@ class RunLog:
                 raise AssertionError('bad line in %s: %r' % (self.path, line))
             what, n, pid, run, stamp, outcome = match.groups()
             n, pid, stamp = int(n), int(pid), int(stamp)
+            if outcome:
+                self.outcomes[(n, pid, run)] = outcome.strip()
             if what == 'begin':
                 self.begins[(n, pid, run)] = stamp
                 self.open.setdefault(pid, {})[(n, run)] = stamp
@@ -111,7 +128,8 @@ class RunLog:
 
     def runs(self):
         self.read()
-        return sorted((Run(n, pid, run, begin, self.ends.get((n, pid, run)))
+        return sorted((Run(n, pid, run, begin, self.ends.get((n, pid, run)),
+                           self.outcomes.get((n, pid, run)))
                        for (n, pid, run), begin in self.begins.items()),
                       key=lambda r: r.begin)
 
@@ -121,7 +139,7 @@ class ChaosRun:
     def __init__(self, directory, storage='zeo', uri=None, jobs=200,
                  duration=40.0, fault_every=4.0, pause=0.3, workers=3,
                  size=3, outage=2.0, kinds=None, settle=60.0, seed=None,
-                 out=print):
+                 grace=1.0, limit=0.5, out=print):
         if storage not in ('zeo', 'postgres'):
             raise ValueError('storage is zeo or postgres, not %r' % storage)
         if storage == 'postgres' and not uri:
@@ -138,10 +156,12 @@ class ChaosRun:
         self.size = size
         self.outage = outage
         self.settle = settle
+        self.grace = grace  # of the cancels of running jobs
+        self.limit = limit  # the time limit of the time-limited jobs
         self.stop_for = DEATH + 1.5
         self.kinds = kinds or (
-            [KILL, STOP, ZEO_RESTART, POISON] if storage == 'zeo'
-            else [KILL, STOP, PG_TERMINATE, POISON])
+            [KILL, CANCEL, STOP, ZEO_RESTART, POISON] if storage == 'zeo'
+            else [KILL, CANCEL, STOP, PG_TERMINATE, POISON])
         import random
         self.random = random.Random(seed)
         self.out = out
@@ -152,12 +172,15 @@ class ChaosRun:
         self.workers = []
         self.faults = []
         self.pending = []  # [(due ns, action)] follow-ups of faults
+        self.timers = []  # the SIGCONTs of stopped workers, in threads
         self.put = 0  # normal jobs put so far
         self.after_poison = set()
         self.poisoned = False
         self.outage_on = False
         self.poison_module = None
         self.waiting = None  # since when a fault waits for a busy worker
+        self.controlled = {}  # n -> dict: what was done to a controlled job
+        self.to_cancel = []  # [(n, since ns)] cancel once begun
 
     # -- output ----------------------------------------------------------
 
@@ -201,9 +224,14 @@ class ChaosRun:
         root = self.client.conn.root()
         tree = BTrees.OOBTree.OOBTree()
         tree.update({n: () for n in range(self.jobs)})
+        tree.update({n: () for n in range(CONTROL_BASE,
+                                          CONTROL_BASE + CONTROL_MAX)})
         root[chaosjobs.EFFECTS] = tree
         root[JOBS_KEY] = BTrees.OOBTree.OOBTree()
         root[POISON_KEY] = BTrees.OOBTree.OOBTree()
+        root[CONTROL_KEY] = BTrees.OOBTree.OOBTree()
+        root[chaosjobs.OUTCOMES] = BTrees.OOBTree.OOBTree(
+            {n: () for n in range(CONTROL_BASE, CONTROL_BASE + CONTROL_MAX)})
         tm.commit()
 
     def startWorker(self):
@@ -231,6 +259,8 @@ class ChaosRun:
                     self.pending.remove((due, action))
                     action()
             if not self.outage_on:
+                self.cancelBegun()
+            if not self.outage_on:
                 target = min(self.jobs, int(self.jobs * elapsed / window) + 1)
                 if target > self.put:
                     self.putJobs(range(self.put, target))
@@ -244,7 +274,8 @@ class ChaosRun:
                     kinds.pop(0)
                     next_fault = elapsed + self.fault_every
             if self.put >= self.jobs and not self.pending and \
-                    elapsed >= window:
+                    not self.to_cancel and elapsed >= window and \
+                    not any(w.stopped for w in self.workers):
                 return
             time.sleep(0.05)
 
@@ -264,6 +295,13 @@ class ChaosRun:
             return True
         if kind == PG_TERMINATE:
             self.terminateBackends()
+            return True
+        if kind == CANCEL:
+            if self.outage_on:
+                return False
+            if len(self.controlled) + 10 > CONTROL_MAX:
+                return True  # no more numbers: skip it
+            self.putControlled()
             return True
         target = self.busyWorker()
         if target is None:
@@ -325,7 +363,13 @@ class ChaosRun:
             self.faults.append(Fault(STOP, worker.process.pid, at, ns(),
                                      'running jobs %s' % running))
             self.say('SIGCONT %s (pid %d)', worker.name, worker.process.pid)
-        self.pending.append((at + int(self.stop_for * 1e9), resume))
+        # from a timer thread, not the loop: a worker stopped inside its
+        # two-phase commit holds the ZEO server's commit lock, and a commit
+        # of this process (a put, a cancel) then waits until it resumes
+        timer = threading.Timer(self.stop_for, resume)
+        timer.daemon = True
+        self.timers.append(timer)
+        timer.start()
 
     def restartServer(self):
         at = ns()
@@ -394,6 +438,106 @@ class ChaosRun:
             ZODB.utils.u64(job._p_oid), self.poison_module.__name__)))
         self.say('put poison job %d', ZODB.utils.u64(job._p_oid))
 
+    def putControlled(self):
+        """The ``cancel`` fault: ten controlled jobs (see the module
+        docstring); the pending ones are cancelled now, the running ones
+        once they have begun (``cancelBegun``)."""
+        import datetime
+        from zcasync.job import Job
+        from zcasync.interfaces import KEY
+        from zcasync.utils import now
+        path = self.log.path
+        first = CONTROL_BASE + len(self.controlled)
+        specs = []
+        for coroutine in (False, True):
+            specs.append((CANCEL_PENDING, coroutine, False, 6.0))
+            for cooperative in (True, False):
+                specs.append((CANCEL_RUNNING, coroutine, cooperative, 6.0))
+                # an ignoring one outlasts the time limit and its grace
+                # (5 s): it is forced
+                specs.append((TIME_LIMIT, coroutine, cooperative,
+                              6.0 if cooperative else self.limit + 7.0))
+        numbered = list(zip(range(first, first + len(specs)), specs))
+
+        def put():
+            tm = self.client.tm
+            tm.begin()
+            root = self.client.conn.root()
+            queue = root[KEY]['']
+            jobs = root[CONTROL_KEY]
+            for n, (what, coroutine, cooperative, length) in numbered:
+                if n in jobs:
+                    continue
+                func = chaosjobs.aslow if coroutine else chaosjobs.slow
+                job = Job(func, n, path, length, cooperative)
+                job.addCallback(Job(chaosjobs.noteOutcome, n))
+                # their failures are expected: logged at INFO, not as
+                # errors (the harness's own cancels log here)
+                quiet = logging.INFO
+                if what == CANCEL_PENDING:
+                    jobs[n] = queue.put(job, begin_after=now() +
+                                        datetime.timedelta(hours=1),
+                                        failure_log_level=quiet)
+                elif what == TIME_LIMIT:
+                    jobs[n] = queue.put(job, priority=1, timeout=(
+                        datetime.timedelta(seconds=self.limit)),
+                        failure_log_level=quiet)
+                else:
+                    jobs[n] = queue.put(job, priority=1,
+                                        failure_log_level=quiet)
+            tm.commit()
+        at = ns()
+        self.retrying('put controlled jobs', put)
+        for n, (what, coroutine, cooperative, length) in numbered:
+            self.controlled[n] = dict(
+                what=what, coroutine=coroutine, cooperative=cooperative,
+                asked=None, detail='-', seconds=(
+                    self.limit if what == TIME_LIMIT else self.grace))
+            if what == CANCEL_PENDING:
+                self.cancel(n, self.grace)
+            elif what == CANCEL_RUNNING:
+                self.to_cancel.append((n, ns()))
+        self.faults.append(Fault(CANCEL, None, at, ns(), 'jobs %d-%d' % (
+            first, first + len(specs) - 1)))
+        self.say('put controlled jobs %d-%d; cancelled %s', first,
+                 first + len(specs) - 1, ', '.join(
+                     '%d' % n for n, spec in numbered
+                     if spec[0] == CANCEL_PENDING))
+
+    def cancelBegun(self):
+        """Cancel the jobs waiting for it whose run has begun (or after
+        10 s anyway: they may be held up behind faults)."""
+        if not self.to_cancel:
+            return
+        running = {n for runs in self.log.open.values() for n, run in runs}
+        for n, since in list(self.to_cancel):
+            if n in running or ns() - since > 10e9:
+                self.to_cancel.remove((n, since))
+                self.cancel(n, self.grace)
+                self.say('cancelled job %d (%s): %s', n,
+                         'running' if n in running else 'not begun',
+                         self.controlled[n]['detail'])
+
+    def cancel(self, n, grace):
+        """``job.cancel(grace)`` from this process, committed (retried
+        through faults); notes when and what it said."""
+        from zcasync.interfaces import COMPLETED, BadStatusError
+        record = self.controlled[n]
+
+        def cancel():
+            self.client.tm.begin()
+            job = self.client.conn.root()[CONTROL_KEY][n]
+            if job.status == COMPLETED and record['asked'] is not None:
+                # an ambiguous commit of ours went through after all
+                return 'completed (an earlier attempt committed)'
+            try:
+                return job.cancel(grace=grace)
+            except BadStatusError as e:
+                self.client.tm.abort()
+                return 'refused: %s' % e
+        record['asked'] = ns()
+        record['detail'] = self.retrying('cancel job %d' % n, cancel)
+
     # -- jobs ------------------------------------------------------------
 
     def putJobs(self, numbers):
@@ -410,8 +554,8 @@ class ChaosRun:
             queue = root[KEY]['']
             for n in numbers:
                 if n not in jobs:  # a retry after an ambiguous commit
-                    jobs[n] = queue.put(Job(chaosjobs.work, n, path,
-                                            self.pause))
+                    func = chaosjobs.awork if n % 3 == 1 else chaosjobs.work
+                    jobs[n] = queue.put(Job(func, n, path, self.pause))
             tm.commit()
         self.retrying('put jobs %s' % numbers, put)
         self.put = numbers[-1] + 1
@@ -467,7 +611,18 @@ class ChaosRun:
 
     def allCompleted(self):
         from zcasync.interfaces import COMPLETED
-        return all(job.status == COMPLETED for n, job in self.normalJobs())
+        return all(job.status == COMPLETED for n, job in self.normalJobs()) \
+            and all(job.status == COMPLETED for n, job in
+                    self.client.conn.root()[CONTROL_KEY].items())
+
+    def controlledRunsEnded(self):
+        """No run of a controlled job still open in the run log (a run
+        that ignored its stop goes on after its job completed), but for
+        those of killed processes."""
+        dead = {w.process.pid for w in self.workers if w.killed}
+        return not any(n >= CONTROL_BASE for pid, runs in
+                       self.log.open.items() if pid not in dead
+                       for n, run in runs)
 
     def idle(self):
         """Nothing held by an agent, nothing in the queue but poison."""
@@ -483,6 +638,7 @@ class ChaosRun:
         root = self.client.conn.root()
         poison = {job._p_oid for job in root[POISON_KEY].values()}
         normal = {job._p_oid for job in root[JOBS_KEY].values()}
+        normal.update(job._p_oid for job in root[CONTROL_KEY].values())
         queue = root[KEY]['']
         held = [(str(uuid), name, repr(job), job.status)
                 for uuid, agents in queue.dispatchers.items()
@@ -500,22 +656,31 @@ class ChaosRun:
         if self.waitFor(self.allCompleted, self.settle, 'every job'):
             self.say('every job completed')
             self.waitFor(self.idle, 15, 'idle agents and an empty queue')
+            self.waitFor(self.controlledRunsEnded, 20,
+                         'the end of every run that ignored its stop')
 
     def gather(self):
         from zcasync.utils import isFailure
 
+        def state(n, job):
+            result = job.result
+            ok = not isFailure(result) and result == n
+            text = (result.getErrorMessage() if isFailure(result)
+                    else repr(result))
+            if isFailure(result):
+                text = '%s: %s' % (result.type.__name__, text)
+            effects = tuple(self.client.conn.root()[chaosjobs.EFFECTS]
+                            .get(n, ()))
+            return JobState(n, job.status, ok, text[:200], effects)
+
         def read():
             jobs = []
+            root = self.client.conn.root()
+            controlled = {n: (state(n, job), tuple(
+                root[chaosjobs.OUTCOMES].get(n, ())))
+                for n, job in root[CONTROL_KEY].items()}
             for n, job in self.normalJobs():
-                result = job.result
-                ok = not isFailure(result) and result == n
-                text = (result.getErrorMessage() if isFailure(result)
-                        else repr(result))
-                if isFailure(result):
-                    text = '%s: %s' % (result.type.__name__, text)
-                effects = tuple(self.client.conn.root()[chaosjobs.EFFECTS]
-                                .get(n, ()))
-                jobs.append(JobState(n, job.status, ok, text[:200], effects))
+                jobs.append(state(n, job))
             root = self.client.conn.root()
             poison = [('%d' % ZODB.utils.u64(job._p_oid), job.status,
                        repr(job.result)[:200])
@@ -529,7 +694,7 @@ class ChaosRun:
                     uuids[str(uuid)] = worker.process.pid
                 except (OSError, ValueError):
                     pass
-            return jobs, poison, held, queued, uuids
+            return jobs, poison, held, queued, uuids, controlled
         return self.retrying('read the final state', read)
 
     def stopWorkers(self):
@@ -553,7 +718,7 @@ class ChaosRun:
         return exits
 
     def verdict(self, state, exits):
-        jobs, poison, held, queued, uuids = state
+        jobs, poison, held, queued, uuids, controlled = state
         runs = self.log.runs()
         report = invariants.Report(self.storage, self.put,
                                    (ns() - self.origin) / 1e9, self.faults,
@@ -561,6 +726,14 @@ class ChaosRun:
         byJob = invariants.checkRuns(report, runs, self.faults)
         invariants.checkJobs(report, jobs, byJob, self.faults,
                              self.after_poison)
+        report.count('coroutine jobs', amount=sum(
+            1 for job in jobs if job.n % 3 == 1))
+        asked = [Controlled(n, c['what'], c['coroutine'], c['cooperative'],
+                            c['asked'], c['seconds'], c['detail'])
+                 for n, c in sorted(self.controlled.items())]
+        invariants.checkControlled(report, asked, controlled, byJob,
+                                   self.faults)
+        invariants.checkSlots(report, runs, self.faults, asked, self.size)
         from zcasync.interfaces import COMPLETED
         invariants.checkPoison(report, poison, (COMPLETED, PARKED))
         invariants.checkLeftovers(report, held, queued)
@@ -590,6 +763,8 @@ class ChaosRun:
         return found
 
     def cleanup(self):
+        for timer in self.timers:
+            timer.cancel()
         for worker in self.workers:
             if worker.process.alive:
                 worker.process.signal(signal.SIGCONT)

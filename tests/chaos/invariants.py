@@ -12,6 +12,11 @@ processes still being there:
 - ``jobs``: the final state of every normal job, read from the database
   (``JobState``: status, whether the result is the job's own return
   value, the committed effects);
+- ``controlled``: the jobs the harness cancelled or put with a time
+  limit (``Controlled``: job number, what was done to it, whether it is
+  a coroutine job, whether it heeds a stop request, when the cancel was
+  asked, its grace or time limit, what ``cancel()`` returned) and their
+  final state (``JobState`` as above);
 - the rest: poison jobs, what agents and the queue still hold, worker
   exits, death declarations found in the workers' logs.
 
@@ -22,11 +27,18 @@ import collections
 
 from zcasync.interfaces import ASSIGNED, ACTIVE, CALLBACKS, COMPLETED
 
-KILL, STOP, ZEO_RESTART, PG_TERMINATE, POISON = (
-    'kill', 'stop', 'zeo-restart', 'pg-terminate', 'poison')
-FAULT_KINDS = (KILL, STOP, ZEO_RESTART, PG_TERMINATE, POISON)
+KILL, STOP, ZEO_RESTART, PG_TERMINATE, POISON, CANCEL = (
+    'kill', 'stop', 'zeo-restart', 'pg-terminate', 'poison', 'cancel')
+FAULT_KINDS = (KILL, STOP, ZEO_RESTART, PG_TERMINATE, POISON, CANCEL)
 
-Run = collections.namedtuple('Run', 'n pid run begin end')
+#: what the harness did to a controlled job
+CANCEL_PENDING, CANCEL_RUNNING, TIME_LIMIT = (
+    'cancel-pending', 'cancel-running', 'time-limit')
+
+Run = collections.namedtuple('Run', 'n pid run begin end outcome',
+                             defaults=(None,))
+Controlled = collections.namedtuple(
+    'Controlled', 'n what coroutine cooperative asked seconds detail')
 Fault = collections.namedtuple('Fault', 'kind pid at until detail')
 JobState = collections.namedtuple('JobState', 'n status ok result effects')
 
@@ -44,13 +56,24 @@ VIOLATIONS = (
     ('queue blocked', 'normal jobs put after a poison job and not '
      'completed'),
     ('poison not parked', 'poison jobs neither failed nor parked'),
+    ('cancel not honoured', 'cancelled jobs not COMPLETED with '
+     'CancelledError'),
+    ('time limit not honoured', 'jobs past their time limit not COMPLETED '
+     'with TimeLimitError'),
+    ('stopped run committed', 'cancelled or time-limited jobs whose '
+     'effect committed'),
+    ('slots over size', 'moments a worker ran more jobs at once than its '
+     'agent size'),
     ('unexpected exits', 'workers that died or exited non-zero without '
      'being killed'),
     ('stalled after SIGCONT', 'resumed workers that never ran a job '
      'again while others did'),
 )
 #: rows shown for information
-INFO = ('external re-runs', 'excused overlaps', 'deaths declared')
+INFO = ('external re-runs', 'excused overlaps', 'deaths declared',
+        'coroutine jobs', 'cancelled before start', 'cancelled running',
+        'past time limit', 'stop ignored', 'stop heeded',
+        'most runs at once')
 
 MAX_EVIDENCE = 8
 #: a resumed worker must begin a job again once this many jobs began
@@ -303,3 +326,121 @@ def checkDeaths(report, declared, pidsByUUID, faults):
         report.count('deaths declared', '%s (pid %s, faults: %s) declared '
                      'dead by pid %d' % (uuid, pid, ', '.join(why) or
                                          'none', by))
+
+
+def checkControlled(report, controlled, states, byJob, faults):
+    """controlled: [Controlled]; states: {n: (JobState, outcomes)}, where
+    outcomes are the type names its callback committed, one per
+    completion.  A cancelled job must end COMPLETED with CancelledError,
+    a job past its time limit with TimeLimitError (the default retry
+    policy does not retry it), exactly once (one outcome, that one), and
+    neither may have committed its effect: a run asked to stop that
+    returns anyway (``stop ignored``) has its work discarded."""
+    origin = report.origin
+    for job in controlled:
+        state, outcomes = states.get(job.n, (None, ()))
+        its = byJob.get(job.n, [])
+        kind = '%s %s job %d (%s)' % (
+            'coroutine' if job.coroutine else 'sync',
+            'cooperative' if job.cooperative else 'ignoring', job.n,
+            job.what)
+        if job.what == TIME_LIMIT:
+            row, expected = 'time limit not honoured', 'TimeLimitError'
+            report.count('past time limit')
+        else:
+            row, expected = 'cancel not honoured', 'CancelledError'
+            started = job.asked is not None and any(
+                r.begin < job.asked for r in its)
+            report.count('cancelled running' if started
+                         else 'cancelled before start')
+        for run in its:
+            if run.outcome == 'ok':
+                report.count('stop ignored')
+            elif run.outcome == 'stopped':
+                report.count('stop heeded')
+        where = nearbyFaults(its, faults, origin) if its else 'never ran'
+        if state is None:
+            report.count(row, '%s: not found in the database' % kind)
+            continue
+        if state.status != COMPLETED:
+            report.count(row, '%s is %s; cancel: %s; %s' % (
+                kind, state.status, job.detail, where))
+            if state.status in (ASSIGNED, ACTIVE, CALLBACKS):
+                report.count('stuck', '%s is %s' % (kind, state.status))
+        elif not state.result.startswith(expected + ':'):
+            report.count(row, '%s ended with %s; cancel: %s; %s' % (
+                kind, ' '.join(state.result.split())[:120], job.detail,
+                where))
+        elif outcomes != (expected,):
+            report.count(row, '%s completed %d time(s), with %s; '
+                         'cancel: %s; %s' % (
+                             kind, len(outcomes), ', '.join(outcomes) or
+                             '-', job.detail, where))
+        if state.effects:
+            committed = [r for r in its if (r.pid, r.run) in
+                         set(state.effects)]
+            report.count('stopped run committed', '%s committed by %s; '
+                         'cancel: %s; %s' % (
+                             kind, ' and '.join(describeRun(r, origin)
+                                                for r in committed) or
+                             repr(state.effects), job.detail, where))
+
+
+def slotEnd(run, faults, controlled):
+    """Until when a run holds its agent slot as far as the records can
+    tell: its end (or its process's kill), but no later than the moment
+    its job may have been taken from it -- a cancel's grace after the
+    cancel was asked, or the time limit after the run began (the job's
+    deadline counts from before the run's first line, and its forcing
+    comes `time_limit_grace` later, so this is early, never late)."""
+    end = runInterval(run, faults)[1]
+    job = controlled.get(run.n)
+    if job is None:
+        return end
+    if job.what == TIME_LIMIT:
+        return min(end, run.begin + int(job.seconds * 1e9))
+    if job.asked is not None:
+        return min(end, job.asked + int(job.seconds * 1e9))
+    return end
+
+
+def checkSlots(report, runs, faults, controlled, size):
+    """No process runs more than `size` jobs at once (one agent per
+    worker): counted from the runs' intervals, less the time a stopped
+    run goes on after its job was taken from it, and less the runs of a
+    SIGSTOPped process (declared dead, it may rightly find its jobs
+    gone); each excess episode of a process counts once.  The most runs
+    one process had at once is shown for information."""
+    controlled = {job.n: job for job in controlled}
+    byPid = collections.defaultdict(list)
+    for run in runs:
+        if faultedBy(run, faults) and any(
+                f.kind == STOP for f in faultedBy(run, faults)):
+            continue
+        end = slotEnd(run, faults, controlled)
+        if end == float('inf'):
+            continue  # never ended: counted as stuck
+        byPid[run.pid].append((run.begin, 1, run))
+        byPid[run.pid].append((end, -1, run))
+    for pid, events in sorted(byPid.items()):
+        events.sort(key=lambda e: (e[0], e[1]))  # ends before begins
+        open_ = set()
+        over = False
+        for stamp, delta, run in events:
+            if delta < 0:
+                open_.discard(run)
+                over = over and len(open_) > size
+                continue
+            open_.add(run)
+            report.info['most runs at once'] = max(
+                report.info['most runs at once'], len(open_))
+            if len(open_) > size and not over:
+                over = True
+                report.count('slots over size', 'pid %d ran %d jobs at '
+                             '%.2f: %s' % (
+                                 pid, len(open_),
+                                 seconds(stamp, report.origin),
+                                 '; '.join('job %d %s' % (
+                                     r.n, describeRun(r, report.origin))
+                                     for r in sorted(open_,
+                                                     key=lambda r: r.begin))))

@@ -36,8 +36,8 @@ def main(argv=None):
                         'every job once the faults are over (default 120)')
     parser.add_argument('--faults', default=None, metavar='KIND,...',
                         help='the kinds of fault to inject, in the order of '
-                             'the first round (default: kill, stop, '
-                             'zeo-restart or pg-terminate, poison)')
+                             'the first round (default: kill, cancel, '
+                             'stop, zeo-restart or pg-terminate, poison)')
     parser.add_argument('--seed', type=int, default=None)
     parser.add_argument('--dir', default=None,
                         help='where the logs go (created if missing)')

@@ -1,7 +1,9 @@
 """Short chaos runs in the default test run: the ZEO variant and the
 RelStorage variant (skipped when PostgreSQL is not reachable on
 127.0.0.1:5432), each about a minute: 200 jobs, a fault every 4 s for
-30 s, every kind of fault at least once.  See ``harness.py`` for what a
+30 s, every kind of fault at least once (``cancel``: ten controlled
+jobs, cancelled pending or running, or past a time limit), a third of the
+normal jobs coroutine jobs.  See ``harness.py`` for what a
 run does and ``invariants.py`` for what it checks; ``run.py`` is the long
 version.
 
@@ -15,7 +17,7 @@ import pytest
 
 from tests.chaos.harness import ChaosRun, Unavailable, throwawayPostgres
 from tests.chaos.invariants import (
-    KILL, STOP, ZEO_RESTART, PG_TERMINATE, POISON)
+    KILL, STOP, ZEO_RESTART, PG_TERMINATE, POISON, CANCEL)
 
 JOBS, DURATION = 200, 40.0
 
@@ -32,13 +34,19 @@ def check(report, kinds):
     injected = {fault.kind for fault in report.faults}
     assert injected >= set(kinds), report.table()
     assert report.jobs == JOBS
+    # the run exercised what it checks: coroutine jobs, cancels of pending
+    # and running jobs, time limits (each counted by its invariants)
+    assert report.info['coroutine jobs'] == len(range(1, JOBS, 3))
+    assert report.info['cancelled before start'] >= 2, report.table()
+    assert report.info['cancelled running'] >= 1, report.table()
+    assert report.info['past time limit'] >= 4, report.table()
 
 
 @pytest.mark.timeout(400)
 def test_chaos_zeo(tmp_path):
     report = ChaosRun(tmp_path, 'zeo', jobs=JOBS, duration=DURATION,
                       seed=seed()).run()
-    check(report, (KILL, STOP, ZEO_RESTART, POISON))
+    check(report, (KILL, STOP, ZEO_RESTART, POISON, CANCEL))
 
 
 @pytest.fixture
@@ -55,4 +63,4 @@ def postgres():
 def test_chaos_relstorage(tmp_path, postgres):
     report = ChaosRun(tmp_path, 'postgres', postgres, jobs=JOBS,
                       duration=DURATION, seed=seed()).run()
-    check(report, (KILL, STOP, PG_TERMINATE, POISON))
+    check(report, (KILL, STOP, PG_TERMINATE, POISON, CANCEL))

@@ -1,6 +1,8 @@
 """The chaos suite's checks on made-up records: each invariant counts
 what it must, and only that (a harness that cannot see a violation would
 prove nothing).  Fast, in-process."""
+import re
+
 from zcasync.interfaces import ACTIVE, ASSIGNED, COMPLETED, PENDING
 
 from tests.chaos import invariants
@@ -142,7 +144,7 @@ def test_table_names_every_row_and_the_verdict():
     table = r.table()
     assert table.splitlines()[0] == 'chaos run: FAILED'
     assert 'kill 2, poison 1' in table
-    assert 'lost                   1  <-- VIOLATED' in table
+    assert re.search(r'\n  lost +1  <-- VIOLATED\n', table)
     for name, _ in invariants.VIOLATIONS:
         assert name in table
     assert 'job 7 is pending-status' in table
@@ -158,8 +160,8 @@ def test_the_run_log_is_read_as_it_grows(tmp_path):
     assert log.open == {100: {(1, 'abc'): 5, (2, 'def'): 6}}
     with open(path, 'a') as f:
         f.write('0 abc 9 ok\n')
-    assert log.runs() == [Run(1, 100, 'abc', 5, 9), Run(2, 100, 'def', 6,
-                                                         None)]
+    assert log.runs() == [Run(1, 100, 'abc', 5, 9, 'ok'),
+                          Run(2, 100, 'def', 6, None)]
     assert log.open == {100: {(2, 'def'): 6}}
 
 
@@ -169,3 +171,80 @@ def test_a_bad_line_in_the_run_log_is_an_error(tmp_path):
     path.write_text('begin 1 100 abc 5\nstart 2\n')
     with pytest.raises(AssertionError, match="bad line .*start 2"):
         RunLog(str(path)).read()
+
+
+def controlled(n, what, asked=None, seconds=1.0, cooperative=True):
+    return invariants.Controlled(n, what, False, cooperative, asked,
+                                 seconds, 'stopping')
+
+
+def test_cancelled_and_time_limited_jobs_must_fail_with_their_error():
+    jobs = [controlled(1, invariants.CANCEL_RUNNING, asked=2 * S),
+            controlled(2, invariants.CANCEL_PENDING, asked=1 * S),
+            controlled(3, invariants.TIME_LIMIT, seconds=0.5),
+            controlled(4, invariants.CANCEL_RUNNING, asked=2 * S),
+            controlled(5, invariants.TIME_LIMIT),
+            controlled(6, invariants.CANCEL_PENDING, asked=1 * S)]
+    runs = {1: [run(1, 100, 1, 4)], 3: [run(3, 100, 1, 2)],
+            4: [run(4, 100, 1, 3)], 5: [run(5, 100, 1, 9)]}
+    jobs.append(controlled(7, invariants.TIME_LIMIT))
+    states = {
+        1: (JobState(1, COMPLETED, False, 'CancelledError: cancelled', ()),
+            ('CancelledError',)),
+        # completed twice (its callback committed two outcomes)
+        2: (JobState(2, COMPLETED, False, 'CancelledError: before', ()),
+            ('CancelledError', 'CancelledError')),
+        3: (JobState(3, COMPLETED, False, 'TimeLimitError: exceeded', ()),
+            ('TimeLimitError',)),
+        # a cancelled running job that returned its result and committed
+        4: (JobState(4, COMPLETED, True, '4', ((100, 'r4-100-1'),)),
+            ('int',)),
+        # past its limit and still running at the end
+        5: (JobState(5, ACTIVE, False, 'None', ()), ()),
+        # 6 is missing; 7's callbacks never ran
+        7: (JobState(7, COMPLETED, False, 'TimeLimitError: exceeded', ()),
+            ()),
+    }
+    r = report()
+    invariants.checkControlled(r, jobs, states, runs, [])
+    assert r.counts['cancel not honoured'] == 3  # 2, 4 and 6
+    assert r.counts['time limit not honoured'] == 2  # 5 and 7
+    assert r.counts['stuck'] == 1  # 5
+    assert r.counts['stopped run committed'] == 1  # 4
+    assert 'job 4' in r.evidence['stopped run committed'][0]
+    assert r.info['cancelled running'] == 2
+    assert r.info['cancelled before start'] == 2
+    assert r.info['past time limit'] == 3
+
+
+def test_a_worker_running_more_jobs_than_its_size_is_counted_once():
+    runs = [run(1, 100, 1, 5), run(2, 100, 2, 6), run(3, 100, 3, 7),
+            run(4, 100, 4, 4.5), run(5, 100, 4.2, 4.8),  # 5 at once
+            run(6, 200, 1, 2), run(7, 200, 2, 3), run(8, 200, 3, 4)]
+    r = report()
+    invariants.checkSlots(r, runs, [], [], size=3)
+    assert r.counts['slots over size'] == 1
+    assert r.evidence['slots over size'][0].startswith('pid 100 ran 4 jobs')
+    assert r.info['most runs at once'] == 5
+
+
+def test_a_stopped_run_frees_its_slot_at_its_grace_or_time_limit():
+    # job 1 cancelled at 2 s with 1 s grace, job 2 limited to 1 s: both go
+    # on (they ignore the stop) while jobs 3-5 take their slots
+    jobs = [controlled(1, invariants.CANCEL_RUNNING, asked=2 * S,
+                       cooperative=False),
+            controlled(2, invariants.TIME_LIMIT, seconds=1.0,
+                       cooperative=False)]
+    runs = [run(1, 100, 1, 9), run(2, 100, 1, 9), run(3, 100, 3.5, 5),
+            run(4, 100, 3.5, 5), run(5, 100, 3.5, 5)]
+    r = report()
+    invariants.checkSlots(r, runs, [], jobs, size=3)
+    assert r.counts['slots over size'] == 0
+    r = report()  # the same without the stops: over
+    invariants.checkSlots(r, runs, [], [], size=3)
+    assert r.counts['slots over size'] == 1
+    # a SIGSTOPped process's runs are left out
+    faults = [Fault(STOP, 100, 2 * S, 6 * S, '')]
+    r = report(faults)
+    invariants.checkSlots(r, runs, faults, [], size=3)
+    assert r.counts['slots over size'] == 0
