@@ -28,6 +28,43 @@ from benchmarks.support import median, percentile, waitUntil
 from benchmarks.zcasync_bench import Database, InProcessDispatcher, newUUID
 
 
+def _status(data, job):
+    data.tm.begin()
+    return job.status
+
+
+def _noticed(data, job_factory, name, what):
+    """Put a job, wait for its start, cancel it; seconds until the job
+    noticed (``jobs.NOTICED``), once it completed."""
+    job = data.queue.put(job_factory(name))
+    data.tm.commit()
+    waitUntil(lambda: _status(data, job) == interfaces.ACTIVE,
+              'the job to start')
+    start = time.monotonic()
+    job.cancel(grace=60)
+    waitUntil(lambda: name in jobs.NOTICED, what, timeout=60,
+              interval=0.0005)
+    waitUntil(lambda: _status(data, job) == interfaces.COMPLETED,
+              'the job to complete')
+    return jobs.NOTICED[name] - start
+
+
+def _forced(data, name):
+    """Seconds from a grace=0 cancel to the completion of a job that
+    ignores it."""
+    job = data.queue.put(Job(jobs.block, name, 60))
+    data.tm.commit()
+    waitUntil(lambda: _status(data, job) == interfaces.ACTIVE,
+              'the job to start')
+    start = time.monotonic()
+    job.cancel(grace=0)
+    waitUntil(lambda: _status(data, job) == interfaces.COMPLETED,
+              'the forced completion', timeout=60, interval=0.0005)
+    seconds = time.monotonic() - start
+    jobs.release(name)
+    return seconds
+
+
 def measure(rounds):
     with tempfile.TemporaryDirectory() as directory:
         data = Database(directory)
@@ -35,47 +72,15 @@ def measure(rounds):
         data.addAgent(me, 2)
         running = InProcessDispatcher(data.db, me, poll_interval=5)
         running.start()
-        notice, coroutine, forced = [], [], []
         try:
-            for i in range(rounds):
-                name = 'n%d' % i
-                job = data.queue.put(Job(jobs.untilCancelled, name))
-                data.tm.commit()
-                waitUntil(lambda: (data.tm.begin(), job.status)[1] ==
-                          interfaces.ACTIVE, 'the job to start')
-                start = time.monotonic()
-                job.cancel(grace=60)
-                waitUntil(lambda: name in jobs.NOTICED, 'the job to notice',
-                          timeout=60, interval=0.0005)
-                notice.append(jobs.NOTICED[name] - start)
-                waitUntil(lambda: (data.tm.begin(), job.status)[1] ==
-                          interfaces.COMPLETED, 'the job to complete')
-            for i in range(rounds):
-                name = 'c%d' % i
-                job = data.queue.put(Job(jobs.awaitCancelled, name))
-                data.tm.commit()
-                waitUntil(lambda: (data.tm.begin(), job.status)[1] ==
-                          interfaces.ACTIVE, 'the job to start')
-                start = time.monotonic()
-                job.cancel(grace=60)
-                waitUntil(lambda: name in jobs.NOTICED, 'the task cancelled',
-                          timeout=60, interval=0.0005)
-                coroutine.append(jobs.NOTICED[name] - start)
-                waitUntil(lambda: (data.tm.begin(), job.status)[1] ==
-                          interfaces.COMPLETED, 'the job to complete')
-            for i in range(rounds):
-                name = 'f%d' % i
-                job = data.queue.put(Job(jobs.block, name, 60))
-                data.tm.commit()
-                waitUntil(lambda: (data.tm.begin(), job.status)[1] ==
-                          interfaces.ACTIVE, 'the job to start')
-                start = time.monotonic()
-                job.cancel(grace=0)
-                waitUntil(lambda: (data.tm.begin(), job.status)[1] ==
-                          interfaces.COMPLETED, 'the forced completion',
-                          timeout=60, interval=0.0005)
-                forced.append(time.monotonic() - start)
-                jobs.release(name)
+            notice = [_noticed(data, lambda n: Job(jobs.untilCancelled, n),
+                               'n%d' % i, 'the job to notice')
+                      for i in range(rounds)]
+            coroutine = [_noticed(data,
+                                  lambda n: Job(jobs.awaitCancelled, n),
+                                  'c%d' % i, 'the task cancelled')
+                         for i in range(rounds)]
+            forced = [_forced(data, 'f%d' % i) for i in range(rounds)]
         finally:
             running.stop()
             data.db.close()

@@ -53,65 +53,63 @@ def appendLine(path, line):
         os.close(fd)
 
 
+class _Run:
+    """One logged execution of job `n`: ``begin`` on entry, ``end`` with
+    its ``outcome`` on exit (``raised`` unless the job set it)."""
+
+    def __init__(self, n, path):
+        self.n, self.path = n, path
+        self.pid = os.getpid()
+        self.run = '%012x' % random.getrandbits(48)
+        self.outcome = 'raised'
+
+    def __enter__(self):
+        appendLine(self.path, 'begin %d %d %s %d' % (
+            self.n, self.pid, self.run, time.monotonic_ns()))
+        return self
+
+    def __exit__(self, *exc_info):
+        appendLine(self.path, 'end %d %d %s %d %s' % (
+            self.n, self.pid, self.run, time.monotonic_ns(), self.outcome))
+        return False
+
+    def recordEffect(self):
+        """Append this run to job n's effects, in the job's transaction."""
+        job = zcasync.local.getJob()
+        effects = job._p_jar.root()[EFFECTS]
+        effects[self.n] = effects[self.n] + ((self.pid, self.run),)
+        self.outcome = 'ok'
+
+
 def work(n, path, pause):
     """Log begin, sleep up to `pause` seconds, record the effect, log end
     (also when it raises, e.g. a disconnection while loading); returns
     n."""
-    pid = os.getpid()
-    run = '%012x' % random.getrandbits(48)
-    appendLine(path, 'begin %d %d %s %d' % (n, pid, run, time.monotonic_ns()))
-    outcome = 'raised'
-    try:
+    with _Run(n, path) as run:
         time.sleep(random.uniform(0, pause))
-        job = zcasync.local.getJob()
-        effects = job._p_jar.root()[EFFECTS]
-        effects[n] = effects[n] + ((pid, run),)
-        outcome = 'ok'
-    finally:
-        appendLine(path, 'end %d %d %s %d %s' % (
-            n, pid, run, time.monotonic_ns(), outcome))
+        run.recordEffect()
     return n
 
 
 async def awork(n, path, pause):
     """``work`` as a coroutine job."""
-    pid = os.getpid()
-    run = '%012x' % random.getrandbits(48)
-    appendLine(path, 'begin %d %d %s %d' % (n, pid, run, time.monotonic_ns()))
-    outcome = 'raised'
-    try:
+    with _Run(n, path) as run:
         await asyncio.sleep(random.uniform(0, pause))
-        job = zcasync.local.getJob()
-        effects = job._p_jar.root()[EFFECTS]
-        effects[n] = effects[n] + ((pid, run),)
-        outcome = 'ok'
-    finally:
-        appendLine(path, 'end %d %d %s %d %s' % (
-            n, pid, run, time.monotonic_ns(), outcome))
+        run.recordEffect()
     return n
 
 
 def slow(n, path, seconds, cooperative):
     """Run for `seconds` (in 0.05 s steps); a cooperative run returns
     early, without an effect, once ``zcasync.local.cancelled()``."""
-    pid = os.getpid()
-    run = '%012x' % random.getrandbits(48)
-    appendLine(path, 'begin %d %d %s %d' % (n, pid, run, time.monotonic_ns()))
-    outcome = 'raised'
-    try:
+    with _Run(n, path) as run:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if cooperative and zcasync.local.cancelled():
-                outcome = 'stopped'
+                run.outcome = 'stopped'
                 return n
             time.sleep(0.05)
-        job = zcasync.local.getJob()
-        effects = job._p_jar.root()[EFFECTS]
-        effects[n] = effects[n] + ((pid, run),)
-        outcome = 'ok'
-    finally:
-        appendLine(path, 'end %d %d %s %d %s' % (
-            n, pid, run, time.monotonic_ns(), outcome))
+        run.recordEffect()
     return n
 
 
@@ -119,11 +117,7 @@ async def aslow(n, path, seconds, cooperative):
     """``slow`` as a coroutine job: a cooperative one lets the task's
     CancelledError through; one that ignores it swallows every
     cancellation and goes on to the end."""
-    pid = os.getpid()
-    run = '%012x' % random.getrandbits(48)
-    appendLine(path, 'begin %d %d %s %d' % (n, pid, run, time.monotonic_ns()))
-    outcome = 'raised'
-    try:
+    with _Run(n, path) as run:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             try:
@@ -131,15 +125,9 @@ async def aslow(n, path, seconds, cooperative):
                     0, deadline - time.monotonic())))
             except asyncio.CancelledError:
                 if cooperative:
-                    outcome = 'stopped'
+                    run.outcome = 'stopped'
                     raise
-        job = zcasync.local.getJob()
-        effects = job._p_jar.root()[EFFECTS]
-        effects[n] = effects[n] + ((pid, run),)
-        outcome = 'ok'
-    finally:
-        appendLine(path, 'end %d %d %s %d %s' % (
-            n, pid, run, time.monotonic_ns(), outcome))
+        run.recordEffect()
     return n
 
 
