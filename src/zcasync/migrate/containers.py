@@ -13,7 +13,7 @@ moved them all.  Jobs an agent holds (at most its size) move at once.
 from __future__ import annotations
 
 import datetime
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import BTrees.Length
 import persistent.list
@@ -173,47 +173,45 @@ def legacyPending(kept: dict) -> Iterator[tuple[bool, Any]]:
             yield False, job
 
 
-def movePending(queue: Any, batch: int) -> tuple[int, bool]:
-    """Put up to `batch` more of the queue's zc.async pending jobs in its
-    zcasync trees (in claim order, with their quotas).  Returns (moved,
-    done); the old structures are dropped once done."""
-    d = state(queue)
-    kept = d.get(LEGACY_PENDING)
+def _moveBatch(obj: Any, key: str, batch: int,
+               place: Callable[[Any], None]) -> tuple[int, bool]:
+    """Place up to `batch` more of the jobs kept under `key` in `obj`'s
+    state (a list with a ``moved`` mark, so an interrupted move resumes).
+    Returns (moved, done); the kept list is dropped once done."""
+    d = state(obj)
+    kept = d.get(key)
     if kept is None:
         return 0, True
     start = kept['moved']
     jobs = kept['jobs']
     chunk = jobs[start:start + batch]
-    for front, job in chunk:
-        job.parent = None
-        queue._insert(job, front=front)
+    for item in chunk:
+        place(item)
     if start + len(chunk) < len(jobs):
         kept['moved'] = start + len(chunk)
         return len(chunk), False
-    del d[LEGACY_PENDING]
-    queue._p_changed = True
+    del d[key]
+    obj._p_changed = True
     return len(chunk), True
+
+
+def movePending(queue: Any, batch: int) -> tuple[int, bool]:
+    """Put up to `batch` more of the queue's zc.async pending jobs in its
+    zcasync trees (in claim order, with their quotas).  Returns (moved,
+    done); the old structures are dropped once done."""
+    def place(item):
+        front, job = item
+        job.parent = None
+        queue._insert(job, front=front)
+    return _moveBatch(queue, LEGACY_PENDING, batch, place)
 
 
 def moveCompleted(agent: Any, batch: int) -> tuple[int, bool]:
     """Move up to `batch` more of the agent's zc.async completed jobs to
     its zcasync collection (kept whatever their age).  Returns (moved,
     done)."""
-    d = state(agent)
-    old = d.get(LEGACY_COMPLETED)
-    if old is None:
-        return 0, True
-    start = old['moved']
-    jobs = old['jobs']
-    chunk = jobs[start:start + batch]
-    for job in chunk:
-        agent.completed.add(job, keep=None)
-    if start + len(chunk) < len(jobs):
-        old['moved'] = start + len(chunk)
-        return len(chunk), False
-    del d[LEGACY_COMPLETED]
-    agent._p_changed = True
-    return len(chunk), True
+    return _moveBatch(agent, LEGACY_COMPLETED, batch,
+                      lambda job: agent.completed.add(job, keep=None))
 
 
 def agentsOf(queue: Any) -> list[Any]:
